@@ -1,0 +1,124 @@
+// Package store provides Yagura's state store: computers, activation tokens,
+// the internal CA, alerts and settings, kept in SQLite (embedded default) or
+// PostgreSQL (shared by several manager nodes).
+//
+// One SQL implementation, [DB], serves both engines through a small [Dialect];
+// the backends live in store/sqlite and store/postgres and differ only in how
+// they open the database and recognise driver errors. Consumers (the gateway,
+// the API, the fleet monitor) declare the small interfaces they need and are
+// handed a *DB. Only manager-side code may import this package: the agent
+// build must not link it (checked by a test in cmd/yagura).
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends map driver errors onto them; callers use errors.Is.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write collides with existing state (duplicate key,
+	// already cleared, already revoked, …).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the caller passed an argument the store cannot record
+	// faithfully (an empty ID, a zero time where an event time is required).
+	ErrInvalid = errors.New("invalid argument")
+
+	// Activation-token failures, returned by EnrollComputer. The token is
+	// not consumed when any of them is returned.
+	ErrTokenUnknown = errors.New("unknown activation token")
+	ErrTokenExpired = errors.New("activation token expired")
+	ErrTokenRevoked = errors.New("activation token revoked")
+	ErrTokenUsedUp  = errors.New("activation token has no uses left")
+)
+
+// CA is the manager's internal certificate authority, shared by every
+// manager node through the store.
+type CA struct {
+	CertPEM   string
+	KeyPEM    string
+	CreatedAt time.Time
+}
+
+// Token is an activation token. Only the SHA-256 of the secret is stored.
+type Token struct {
+	ID          string
+	Hash        string // hex SHA-256 of the secret
+	Description string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time // zero: never
+	MaxUses     int       // 0: unlimited
+	Uses        int
+	RevokedAt   time.Time // zero: not revoked
+}
+
+// Computer lifecycle states (liveness — online/offline — is computed by the
+// fleet monitor, not stored).
+const (
+	ComputerActive      = "active"
+	ComputerDeactivated = "deactivated"
+)
+
+// Computer is an enrolled agent's host.
+type Computer struct {
+	ID            string
+	Hostname      string
+	OS            string
+	OSVersion     string
+	AgentVersion  string
+	IPs           []string
+	State         string // ComputerActive or ComputerDeactivated
+	TokenID       string // activation token used to enrol
+	EnrolledAt    time.Time
+	DeactivatedAt time.Time // zero unless deactivated
+	LastSeen      time.Time // zero: never heartbeated
+	Uptime        time.Duration
+	ClockOffset   time.Duration // agent clock minus manager clock at last heartbeat
+	CertSerial    string        // hex serial of the newest certificate issued
+	CertNotAfter  time.Time
+}
+
+// Presence is what a heartbeat changes on a computer; the fleet monitor
+// writes them in batches.
+type Presence struct {
+	ID           string
+	LastSeen     time.Time
+	Hostname     string
+	OS           string
+	OSVersion    string
+	AgentVersion string
+	IPs          []string
+	Uptime       time.Duration
+	ClockOffset  time.Duration
+}
+
+// Alert severities.
+const (
+	SeverityCritical = "critical"
+	SeverityWarning  = "warning"
+	SeverityInfo     = "info"
+)
+
+// Alert is raised by the manager about a computer (or the manager itself,
+// with an empty ComputerID). At most one alert of a type per computer is open
+// at a time.
+type Alert struct {
+	ID         string
+	Type       string // e.g. "computer-offline", "clock-drift"
+	Severity   string
+	ComputerID string
+	Message    string
+	RaisedAt   time.Time
+	ClearedAt  time.Time // zero while open
+	ClearedBy  string    // "system" for automatic clears, else the principal
+}
+
+// AlertFilter selects alerts; zero fields do not filter.
+type AlertFilter struct {
+	Open       *bool // true: only open; false: only cleared
+	ComputerID string
+	Types      []string
+	Limit      int // 0: no limit
+}
