@@ -1,0 +1,236 @@
+// Package proto provides the messages agents and the manager exchange over
+// HTTPS, their paths and their limits.
+//
+// Messages are JSON objects carrying a version "v". A newer manager accepts
+// every older version it has shipped; fields are only ever added, and
+// decoders ignore fields they do not know, so an older agent keeps working
+// with a newer manager and the other way round. The package imports only the
+// standard library: it is linked into the agent.
+package proto
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+)
+
+// Version is the newest message version this build speaks.
+const Version = 1
+
+// Paths served by the manager's agent gateway.
+const (
+	PathEnroll    = "/agent/v1/enroll"
+	PathHeartbeat = "/agent/v1/heartbeat"
+	PathRenew     = "/agent/v1/renew"
+)
+
+// MaxBody bounds every agent request body. Heartbeats are a few hundred
+// bytes; enrolment carries a CSR of under 1 KiB.
+const MaxBody = 64 << 10
+
+// Limits on what an agent may report, so one misbehaving host cannot make
+// the manager store megabytes per heartbeat.
+const (
+	maxString   = 255
+	maxIPs      = 64
+	maxCounters = 64
+)
+
+// Inventory describes the host. The agent sends it on its first heartbeat and
+// whenever it changes, not on every beat, to keep heartbeats small.
+type Inventory struct {
+	Hostname     string   `json:"hostname"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os_version,omitempty"`
+	AgentVersion string   `json:"agent_version"`
+	IPs          []string `json:"ips,omitempty"`
+}
+
+// EnrollRequest is what an agent presents to obtain its identity.
+type EnrollRequest struct {
+	V         int       `json:"v"`
+	Token     string    `json:"token"`
+	CSR       string    `json:"csr"` // PEM "CERTIFICATE REQUEST"
+	Inventory Inventory `json:"inventory"`
+}
+
+// EnrollResponse carries the agent's new identity.
+type EnrollResponse struct {
+	V           int    `json:"v"`
+	AgentID     string `json:"agent_id"`
+	Certificate string `json:"certificate"` // PEM, the agent's client certificate
+	CA          string `json:"ca"`          // PEM, the manager CA that signs agent and server certificates
+	// HeartbeatMillis is the interval the agent should start with.
+	HeartbeatMillis int64 `json:"heartbeat_ms"`
+}
+
+// RenewRequest asks for a fresh certificate for the same key or a new one.
+type RenewRequest struct {
+	V   int    `json:"v"`
+	CSR string `json:"csr"`
+}
+
+// RenewResponse carries the renewed certificate.
+type RenewResponse struct {
+	V           int    `json:"v"`
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
+}
+
+// Heartbeat is the agent's periodic report.
+type Heartbeat struct {
+	V int `json:"v"`
+	// Seq counts heartbeats since the agent started; a drop to 1 tells the
+	// manager the agent restarted.
+	Seq uint64 `json:"seq"`
+	// ClockMillis is the agent's wall clock (Unix ms) when it sent the beat.
+	ClockMillis int64 `json:"clock"`
+	// UptimeSeconds is the host's uptime.
+	UptimeSeconds int64 `json:"up"`
+	// Inventory is present on the first beat and when the host changed.
+	Inventory *Inventory `json:"inv,omitempty"`
+	// Counters are monotonically increasing agent counters by name.
+	Counters map[string]uint64 `json:"ctr,omitempty"`
+}
+
+// HeartbeatResponse is the manager's answer.
+type HeartbeatResponse struct {
+	V int `json:"v"`
+	// IntervalMillis is when the agent should beat next.
+	IntervalMillis int64 `json:"interval_ms"`
+	// ClockMillis is the manager's clock, for the agent's own logs.
+	ClockMillis int64 `json:"clock"`
+	// SendInventory asks the agent to include its inventory next time.
+	SendInventory bool `json:"send_inv,omitempty"`
+}
+
+// Problem is an RFC 9457 problem document, with a stable Code agents act on.
+type Problem struct {
+	Type   string `json:"type,omitempty"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code,omitempty"`
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Detail
+	}
+	return p.Title
+}
+
+// Problem codes the gateway returns.
+const (
+	CodeBadRequest      = "bad-request"
+	CodeTokenUnknown    = "token-unknown"
+	CodeTokenExpired    = "token-expired"
+	CodeTokenRevoked    = "token-revoked"
+	CodeTokenUsedUp     = "token-used-up"
+	CodeCertRequired    = "certificate-required"
+	CodeAgentUnknown    = "agent-unknown"
+	CodeAgentDeactivate = "agent-deactivated"
+	CodeInternal        = "internal"
+)
+
+// Decode reads one JSON message of at most MaxBody bytes into v, refusing
+// trailing data.
+func Decode(r io.Reader, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return fmt.Errorf("malformed JSON at byte %d: %w", se.Offset, err)
+		case errors.As(err, &te):
+			return fmt.Errorf("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+			return errors.New("body is empty or truncated (at most 64 KiB)")
+		}
+		return err
+	}
+	if dec.More() {
+		return errors.New("unexpected data after the JSON message")
+	}
+	return nil
+}
+
+// Validate checks a heartbeat against the protocol's limits.
+func (h *Heartbeat) Validate() error {
+	if h.V < 1 {
+		return fmt.Errorf("v: unsupported message version %d", h.V)
+	}
+	if h.ClockMillis <= 0 {
+		return errors.New("clock: missing")
+	}
+	if h.UptimeSeconds < 0 {
+		return errors.New("up: negative uptime")
+	}
+	if len(h.Counters) > maxCounters {
+		return fmt.Errorf("ctr: %d counters, at most %d", len(h.Counters), maxCounters)
+	}
+	for k := range h.Counters {
+		if len(k) == 0 || len(k) > 64 {
+			return fmt.Errorf("ctr: counter name %.64q must be 1 to 64 bytes", k)
+		}
+	}
+	if h.Inventory != nil {
+		if err := h.Inventory.Validate(); err != nil {
+			return fmt.Errorf("inv.%w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks an inventory against the protocol's limits.
+func (inv *Inventory) Validate() error {
+	for _, f := range []struct{ name, v string }{
+		{"hostname", inv.Hostname}, {"os", inv.OS}, {"os_version", inv.OSVersion}, {"agent_version", inv.AgentVersion},
+	} {
+		if len(f.v) > maxString {
+			return fmt.Errorf("%s: longer than %d bytes", f.name, maxString)
+		}
+	}
+	if inv.Hostname == "" {
+		return errors.New("hostname: missing")
+	}
+	if len(inv.IPs) > maxIPs {
+		return fmt.Errorf("ips: %d addresses, at most %d", len(inv.IPs), maxIPs)
+	}
+	for i, ip := range inv.IPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("ips[%d]: %q is not an IP address", i, ip)
+		}
+	}
+	return nil
+}
+
+// Validate checks an enrolment request.
+func (e *EnrollRequest) Validate() error {
+	if e.V < 1 {
+		return fmt.Errorf("v: unsupported message version %d", e.V)
+	}
+	if e.Token == "" {
+		return errors.New("token: missing")
+	}
+	if len(e.Token) > maxString {
+		return errors.New("token: too long")
+	}
+	if e.CSR == "" {
+		return errors.New("csr: missing")
+	}
+	if err := e.Inventory.Validate(); err != nil {
+		return fmt.Errorf("inventory.%w", err)
+	}
+	return nil
+}
+
+// Millis converts a duration for the wire.
+func Millis(d time.Duration) int64 { return d.Milliseconds() }
+
+// FromMillis converts a wire duration.
+func FromMillis(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
