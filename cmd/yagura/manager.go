@@ -1,0 +1,196 @@
+//go:build !agentonly
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/yagura/yagura/internal/agent"
+	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/ctl"
+	"github.com/yagura/yagura/internal/logging"
+	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/sim"
+)
+
+const buildFlavour = "full build"
+
+func addManagerCommands(root *cobra.Command) {
+	root.AddCommand(serverCmd(), devCmd(), ctl.Command(), sim.Command())
+}
+
+var serverFlagKeys = map[string]string{
+	"data-dir": "data_dir", "listen": "http.listen", "log-format": "log.format", "log-level": "log.level",
+	"store-driver": "store.driver", "store-dsn": "store.dsn", "public-url": "http.public_url",
+}
+
+func addServerFlags(cmd *cobra.Command, def server.Config) {
+	f := cmd.Flags()
+	f.String("config", "", "configuration file (YAML); see docs/configuration.md")
+	f.String("data-dir", def.DataDir, "data folder: embedded store, certificates, credentials")
+	f.String("listen", def.HTTP.Listen, "HTTPS address for the API, console and agents")
+	f.String("public-url", "", "URL agents and administrators use to reach this manager")
+	f.String("store-driver", def.Store.Driver, "state store: sqlite or postgres")
+	f.String("store-dsn", "", "state store location: SQLite file, or postgres://… (env YAGURA_STORE_DSN keeps passwords out of ps)")
+	f.String("log-format", def.Log.Format, "log format: text or json")
+	f.String("log-level", def.Log.Level, "log level: debug, info, warn or error")
+	f.Bool("dump-config", false, "print the effective configuration and exit")
+	f.Bool("check", false, "check the configuration and exit")
+	f.Bool("reset-admin-key", false, "create a new admin API key and credentials file")
+}
+
+func serverSetup(cmd *cobra.Command, def server.Config) (server.Config, *slog.Logger, bool, error) {
+	cfg := def
+	dumped, err := loadConfig(cmd, &cfg, "", serverFlagKeys, server.SecretKeys)
+	if err != nil || dumped {
+		return cfg, nil, dumped, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, false, fmt.Errorf("configuration: %w", err)
+	}
+	log, err := logging.New(cmd.ErrOrStderr(), cfg.Log)
+	return cfg, log, false, err
+}
+
+func serverCmd() *cobra.Command {
+	def := server.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the manager",
+		Long: `Runs the Yagura manager: REST API, agent gateway, fleet monitor, over one
+HTTPS port. On first start it creates its CA, a server certificate and the
+bootstrap administrator's credentials (DATA/admin-credentials.json, mode 0600).
+
+Configuration: defaults, then --config FILE, then YAGURA_… environment
+variables (YAGURA_HTTP_LISTEN, YAGURA_STORE_DSN, …), then flags.`,
+		Example: `  yagura server --data-dir /var/lib/yagura --listen :8443
+  YAGURA_STORE_DSN=postgres://yagura:secret@db/yagura yagura server --store-driver postgres`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, dumped, err := serverSetup(cmd, def)
+			if err != nil || dumped {
+				return err
+			}
+			reset, _ := cmd.Flags().GetBool("reset-admin-key")
+			srv, err := server.New(cfg, server.Options{Version: version, ResetAdminKey: reset}, log)
+			if err != nil {
+				return err
+			}
+			if check, _ := cmd.Flags().GetBool("check"); check {
+				fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+				return nil
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	addServerFlags(cmd, def)
+	return cmd
+}
+
+func devCmd() *cobra.Command {
+	def := server.DefaultConfig()
+	def.DataDir = "yagura-data"
+	def.HTTP.Listen = "127.0.0.1:8443"
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a manager and a local agent on this machine, for a first look",
+		Long: `Starts the manager on the embedded store in ./yagura-data, listening on
+https://127.0.0.1:8443, enrols an agent for this machine in the same process,
+and prints the URL, the CA fingerprint and the administrator's credential
+(also in yagura-data/dev-credentials.json). Ctrl-C stops everything; the next
+run reuses the data folder.`,
+		Example: `  yagura dev
+  yagura ctl computers list     # in another terminal`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, dumped, err := serverSetup(cmd, def)
+			if err != nil || dumped {
+				return err
+			}
+			reset, _ := cmd.Flags().GetBool("reset-admin-key")
+			return runDev(cmd.Context(), cfg, reset, log, cmd.OutOrStdout())
+		},
+	}
+	addServerFlags(cmd, def)
+	return cmd
+}
+
+func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger, out io.Writer) error {
+	srv, err := server.New(cfg, server.Options{Version: version, CredentialsFile: "dev-credentials.json", ResetAdminKey: reset}, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	// fail stops the manager before reporting a start-up error.
+	fail := func(err error) error {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	select {
+	case <-srv.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	info := srv.Info()
+	creds, err := credentials.Load(info.CredentialsPath)
+	if err != nil {
+		return fail(fmt.Errorf("dev credentials: %w (start once with --reset-admin-key, or delete %s)", err, cfg.DataDir))
+	}
+	agentDir := filepath.Join(cfg.DataDir, "agent")
+	if _, err := agent.LoadIdentity(agentDir); errors.Is(err, agent.ErrNotEnrolled) {
+		if err := enrolLocalAgent(gctx, creds, agentDir); err != nil {
+			return fail(fmt.Errorf("enrol the local agent: %w", err))
+		}
+	}
+	a, err := agent.New(agent.Config{DataDir: agentDir, Version: version}, log.With("component", "agent"))
+	if err != nil {
+		return fail(err)
+	}
+	g.Go(func() error { return a.Run(gctx) })
+
+	fmt.Fprintf(out, `
+  Yagura is running.  櫓が起動しました。
+
+  API / console      %s
+  CA fingerprint     %s
+  Administrator      user admin, API key %s
+  Credentials file   %s (mode 0600)
+  Local agent        %s
+
+  Try:  ./bin/yagura ctl computers list
+  Stop: Ctrl-C
+
+`, creds.URL, info.CAFingerprint, creds.Token, info.CredentialsPath, a.ID())
+	return g.Wait()
+}
+
+// enrolLocalAgent creates a single-use token through the API (the same door
+// an administrator uses) and enrols the local agent with it.
+func enrolLocalAgent(ctx context.Context, creds *credentials.File, dir string) error {
+	c, err := ctl.NewClient(ctl.Target{URL: creds.URL, Token: creds.Token, CAFingerprint: creds.CAFingerprint, From: "dev"})
+	if err != nil {
+		return err
+	}
+	var tok api.Token
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/activation-tokens", nil,
+		api.TokenCreate{Description: "yagura dev: local agent", ExpiresIn: "10m", MaxUses: 1}, &tok); err != nil {
+		return err
+	}
+	_, err = agent.Enroll(ctx, agent.EnrollOptions{
+		Manager: creds.URL, Token: tok.Token, CAFingerprint: creds.CAFingerprint, DataDir: dir, Version: version,
+	})
+	return err
+}

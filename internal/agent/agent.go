@@ -1,0 +1,213 @@
+// Package agent provides the Yagura host agent: enrolment with a manager,
+// and the runtime that heartbeats, renews its certificate before it expires,
+// and (in later issues) enforces policy and runs jobs.
+//
+// The agent always opens the connection (HTTPS, so it crosses NAT and
+// proxies) and pins the manager CA by fingerprint. It is built without cgo
+// and must not import manager-side packages (checked in cmd/yagura).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/proto"
+)
+
+// Config configures the agent runtime.
+type Config struct {
+	// DataDir holds the identity (and later the event queue).
+	DataDir string
+	// Version is reported to the manager.
+	Version string
+	// ClockOffset shifts the clock the agent reports. Test use only: it
+	// lets an end-to-end test provoke a clock-drift alert.
+	ClockOffset time.Duration
+}
+
+// Agent is the running agent. Create it with New, then Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	id      *Identity
+	client  *Client
+	started time.Time
+
+	seq      uint64
+	interval time.Duration
+	sentInv  *proto.Inventory
+	counters map[string]uint64
+}
+
+// New loads the identity and prepares the client; it does no network I/O.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	id, err := LoadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := id.TLSCertificate()
+	if err != nil {
+		return nil, err
+	}
+	client, err := NewClient(ClientOptions{
+		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg: cfg, log: log, id: id, client: client, started: time.Now(),
+		interval: time.Minute, counters: map[string]uint64{},
+	}, nil
+}
+
+// ID is the agent ID.
+func (a *Agent) ID() string { return a.id.AgentID }
+
+// Run heartbeats until ctx is cancelled.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.client.Close()
+	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager)
+	failures := 0
+	var refused string
+	for {
+		err := a.beat(ctx)
+		wait := a.interval
+		switch {
+		case err == nil:
+			if failures > 0 || refused != "" {
+				a.log.Info("manager reachable again", "after_failures", failures)
+			}
+			failures, refused = 0, ""
+			a.maybeRenew(ctx)
+		case ctx.Err() != nil:
+			return nil
+		case IsProblem(err, proto.CodeAgentDeactivate), IsProblem(err, proto.CodeAgentUnknown):
+			// The manager will not take this agent back by itself; say so
+			// once, then keep knocking slowly in case it is re-enrolled.
+			if code := problemCode(err); code != refused {
+				a.log.Error("manager refuses this agent", "err", err)
+				refused = code
+			}
+		default:
+			failures++
+			a.counters["heartbeat_failures"]++
+			wait = backoff(failures, a.interval)
+			a.log.Warn("heartbeat failed", "err", err, "retry_in", wait.Round(time.Millisecond), "failures", failures)
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopped")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func problemCode(err error) string {
+	var pe *ProblemError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// backoff grows exponentially from one second up to the heartbeat interval,
+// with jitter so that agents cut off together do not return together.
+func backoff(failures int, interval time.Duration) time.Duration {
+	d := time.Second << min(failures-1, 10)
+	d = min(d, interval)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (a *Agent) beat(ctx context.Context) error {
+	a.seq++
+	hb := &proto.Heartbeat{
+		V:             proto.Version,
+		Seq:           a.seq,
+		ClockMillis:   time.Now().Add(a.cfg.ClockOffset).UnixMilli(),
+		UptimeSeconds: int64(hostUptime(a.started) / time.Second),
+		Counters:      a.counters,
+	}
+	inv := Inventory(a.cfg.Version)
+	if a.sentInv == nil || !sameInv(a.sentInv, &inv) {
+		hb.Inventory = &inv
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := a.client.Heartbeat(rctx, hb)
+	if err != nil {
+		return err
+	}
+	a.counters["heartbeats"]++
+	if hb.Inventory != nil {
+		a.sentInv = hb.Inventory
+	}
+	if resp.SendInventory {
+		a.sentInv = nil
+	}
+	if iv := proto.FromMillis(resp.IntervalMillis); iv > 0 && iv != a.interval {
+		a.log.Info("heartbeat interval set by manager", "interval", iv)
+		a.interval = iv
+	}
+	return nil
+}
+
+func sameInv(a, b *proto.Inventory) bool {
+	if a.Hostname != b.Hostname || a.OS != b.OS || a.OSVersion != b.OSVersion || a.AgentVersion != b.AgentVersion || len(a.IPs) != len(b.IPs) {
+		return false
+	}
+	for i := range a.IPs {
+		if a.IPs[i] != b.IPs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeRenew renews the certificate when a third of its life is left. A
+// failure is retried after the next heartbeat; the old certificate is still
+// valid meanwhile.
+func (a *Agent) maybeRenew(ctx context.Context) {
+	cert, err := a.id.Certificate()
+	if err != nil || !NeedsRenewal(cert, time.Now()) {
+		return
+	}
+	if err := a.renew(ctx); err != nil {
+		a.log.Warn("certificate renewal failed; will retry", "err", err, "expires", cert.NotAfter)
+		return
+	}
+	a.counters["renewals"]++
+}
+
+func (a *Agent) renew(ctx context.Context) error {
+	host, _ := os.Hostname()
+	csr, err := pki.CSRForKey(a.id.KeyPEM, host)
+	if err != nil {
+		return err
+	}
+	resp, err := a.client.Renew(ctx, &proto.RenewRequest{V: proto.Version, CSR: string(csr)})
+	if err != nil {
+		return err
+	}
+	next := *a.id
+	next.CertPEM = []byte(resp.Certificate)
+	tc, err := next.TLSCertificate()
+	if err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	if err := next.Save(a.cfg.DataDir); err != nil {
+		return err
+	}
+	a.id = &next
+	a.client.SetCertificate(tc)
+	c, _ := next.Certificate()
+	a.log.Info("agent certificate renewed", "not_after", c.NotAfter)
+	return nil
+}

@@ -1,0 +1,222 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/proto"
+)
+
+// Client speaks the agent protocol to one manager over HTTPS, pinning the
+// manager CA and presenting the agent's certificate when it has one. It is
+// also what `yagura sim` uses, so the benchmark exercises the real code.
+type Client struct {
+	base      *url.URL
+	http      *http.Client
+	transport *http.Transport
+	cert      atomic.Pointer[tls.Certificate]
+}
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// Manager is the manager's base URL, https://HOST:PORT.
+	Manager string
+	// CAFingerprint pins the manager CA.
+	CAFingerprint string
+	// Roots are CA certificates already trusted (the stored manager CA).
+	Roots []*x509.Certificate
+	// Cert is the agent's client certificate; nil before enrolment.
+	Cert *tls.Certificate
+	// Dial overrides how connections are made (the simulator spreads its
+	// agents over several loopback source addresses).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// IdleTimeout is how long an unused connection is kept for the next
+	// heartbeat; keeping it saves a TLS handshake per beat.
+	IdleTimeout time.Duration
+}
+
+// ParseManagerURL checks a manager URL as an operator types it.
+func ParseManagerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(s, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("manager URL %q: %w", s, err)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("manager URL %q: must start with https:// (agents only talk TLS)", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("manager URL %q: no host", s)
+	}
+	return u, nil
+}
+
+// NewClient returns a client; it does no I/O.
+func NewClient(o ClientOptions) (*Client, error) {
+	u, err := ParseManagerURL(o.Manager)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := pki.PinnedClientConfig(o.CAFingerprint, u.Hostname(), o.Roots)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{base: u}
+	if o.Cert != nil {
+		c.cert.Store(o.Cert)
+	}
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if cert := c.cert.Load(); cert != nil {
+			return cert, nil
+		}
+		return &tls.Certificate{}, nil // none yet: enrolment
+	}
+	idle := o.IdleTimeout
+	if idle == 0 {
+		idle = 5 * time.Minute
+	}
+	c.transport = &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     tc,
+		TLSHandshakeTimeout: 15 * time.Second,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     idle,
+		DialContext:         o.Dial,
+	}
+	c.http = &http.Client{Transport: c.transport, Timeout: 30 * time.Second}
+	return c, nil
+}
+
+// SetCertificate swaps the client certificate (after renewal) and drops
+// idle connections so the next request presents the new one.
+func (c *Client) SetCertificate(cert *tls.Certificate) {
+	c.cert.Store(cert)
+	c.transport.CloseIdleConnections()
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.transport.CloseIdleConnections() }
+
+// ProblemError is a refusal from the manager.
+type ProblemError struct{ proto.Problem }
+
+func (e *ProblemError) Error() string {
+	return fmt.Sprintf("manager refused (%d %s): %s", e.Status, e.Code, e.Problem.Error())
+}
+
+// IsProblem reports whether err is a manager refusal with the given code.
+func IsProblem(err error, code string) bool {
+	var pe *ProblemError
+	return errors.As(err, &pe) && pe.Code == code
+}
+
+// post sends one message and decodes the answer.
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(path).String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return explainTransport(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var p proto.Problem
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, proto.MaxBody))
+		if json.Unmarshal(b, &p) != nil || p.Status == 0 {
+			return fmt.Errorf("manager answered %s: %.200s", resp.Status, b)
+		}
+		return &ProblemError{p}
+	}
+	if err := proto.Decode(resp.Body, out); err != nil {
+		return fmt.Errorf("manager's answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+// explainTransport adds what to do to the TLS failures operators meet.
+func explainTransport(err error) error {
+	s := err.Error()
+	switch {
+	case errors.Is(err, pki.ErrPinMismatch):
+		return fmt.Errorf("%w (is this the right manager? a TLS-intercepting proxy in the way?)", err)
+	case strings.Contains(s, "unknown certificate authority"), strings.Contains(s, "bad certificate"),
+		strings.Contains(s, "expired certificate"), strings.Contains(s, "certificate expired"),
+		strings.Contains(s, "certificate required"):
+		return fmt.Errorf("the manager refused this agent's certificate (issued by another manager's CA, or expired); enrol again with `yagura agent enroll --force`: %w", err)
+	case strings.Contains(s, "protocol version"):
+		return fmt.Errorf("no TLS version in common with the manager (Yagura needs TLS 1.2 or 1.3): %w", err)
+	}
+	return err
+}
+
+// Enroll presents a token and CSR.
+func (c *Client) Enroll(ctx context.Context, req *proto.EnrollRequest) (*proto.EnrollResponse, error) {
+	var resp proto.EnrollResponse
+	if err := c.post(ctx, proto.PathEnroll, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Heartbeat sends one heartbeat.
+func (c *Client) Heartbeat(ctx context.Context, hb *proto.Heartbeat) (*proto.HeartbeatResponse, error) {
+	var resp proto.HeartbeatResponse
+	if err := c.post(ctx, proto.PathHeartbeat, hb, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Renew asks for a new certificate.
+func (c *Client) Renew(ctx context.Context, req *proto.RenewRequest) (*proto.RenewResponse, error) {
+	var resp proto.RenewResponse
+	if err := c.post(ctx, proto.PathRenew, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// ProbeCA connects once without trusting anything and returns the
+// fingerprint of the last certificate in the manager's chain, for trust on
+// first use when the operator gave no fingerprint.
+func ProbeCA(ctx context.Context, manager string) (fp, subject string, err error) {
+	u, err := ParseManagerURL(manager)
+	if err != nil {
+		return "", "", err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	d := tls.Dialer{Config: &tls.Config{
+		ServerName: u.Hostname(),
+		MinVersion: tls.VersionTLS12,
+		// Only to read the chain; nothing is sent over this connection.
+		InsecureSkipVerify: true,
+	}}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return "", "", fmt.Errorf("connect to manager %s: %w", host, err)
+	}
+	defer conn.Close()
+	return pki.RootFingerprint(conn.(*tls.Conn).ConnectionState())
+}

@@ -1,0 +1,208 @@
+// Package api provides the manager's REST API under /api/v1: computers,
+// activation tokens, alerts, settings and the CA, described by an OpenAPI
+// 3.1 document generated from the code (huma).
+//
+// Every operation declares the permission it needs; registering one without
+// a permission panics, so an unguarded route cannot ship. Until issue #4
+// brings OAuth2 and roles, the only principal is the bootstrap
+// administrator, who authenticates with the admin API key as a bearer token.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/settings"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// Store is what the API needs from the state store.
+type Store interface {
+	ListComputers(ctx context.Context) ([]store.Computer, error)
+	GetComputer(ctx context.Context, id string) (store.Computer, error)
+	DeactivateComputer(ctx context.Context, id string, at time.Time) (store.Computer, error)
+	CreateToken(ctx context.Context, t store.Token) error
+	ListTokens(ctx context.Context) ([]store.Token, error)
+	GetToken(ctx context.Context, id string) (store.Token, error)
+	RevokeToken(ctx context.Context, id string, at time.Time) (store.Token, error)
+	ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Alert, error)
+	GetAlert(ctx context.Context, id string) (store.Alert, error)
+	ClearAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
+	Settings(ctx context.Context) (map[string]string, error)
+	PutSettings(ctx context.Context, kv map[string]string) error
+}
+
+// Fleet is the live view of computers.
+type Fleet interface {
+	Live(id string, now time.Time) (fleet.Live, bool)
+	Add(c store.Computer)
+	Deactivate(id string)
+	Settings() settings.Settings
+	SetSettings(s settings.Settings)
+}
+
+// Authenticator maps a bearer credential to a principal name.
+type Authenticator interface {
+	Authenticate(ctx context.Context, bearer string) (principal string, ok bool)
+}
+
+// Deps are the API's collaborators.
+type Deps struct {
+	Store         Store
+	Fleet         Fleet
+	Auth          Authenticator
+	CAFingerprint string
+	CAPEM         string
+	Version       string
+	Log           *slog.Logger
+	Now           func() time.Time
+}
+
+// API is the REST API.
+type API struct {
+	d   Deps
+	api huma.API
+}
+
+// Permissions. Issue #4 maps them onto roles.
+const (
+	PermComputersRead  = "computers:read"
+	PermComputersWrite = "computers:write"
+	PermTokensRead     = "tokens:read"
+	PermTokensWrite    = "tokens:write"
+	PermAlertsRead     = "alerts:read"
+	PermAlertsWrite    = "alerts:write"
+	PermSettingsRead   = "settings:read"
+	PermSettingsWrite  = "settings:write"
+	PermCARead         = "ca:read"
+)
+
+const permKey = "permission"
+
+type principalKey struct{}
+
+// Principal returns who made the request.
+func Principal(ctx context.Context) string {
+	p, _ := ctx.Value(principalKey{}).(string)
+	return p
+}
+
+// New registers every operation on mux under /api/v1.
+func New(mux *http.ServeMux, d Deps) *API {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	cfg := huma.DefaultConfig("Yagura API", d.Version)
+	cfg.Info.Description = "Manage computers, activation tokens, alerts and settings of a Yagura manager."
+	cfg.OpenAPIPath = "/api/v1/openapi"
+	cfg.SchemasPath = "/api/v1/schemas"
+	// The browsable reference pulls assets from a CDN; issue #4 serves it
+	// locally. Until then only the document itself is served.
+	cfg.DocsPath = ""
+	// No $schema links in bodies: scripts want plain objects.
+	cfg.CreateHooks = nil
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", Description: "The administrator API key (dev-credentials.json or admin-credentials.json in the data folder)."},
+	}
+	a := &API{d: d, api: humago.New(mux, cfg)}
+	a.api.UseMiddleware(a.authorize)
+	a.registerComputers()
+	a.registerTokens()
+	a.registerAlerts()
+	a.registerSettings()
+	a.registerCA()
+	return a
+}
+
+// OpenAPI returns the generated document.
+func (a *API) OpenAPI() *huma.OpenAPI { return a.api.OpenAPI() }
+
+// register adds an operation that requires perm. A missing permission is a
+// programming error caught at start-up.
+func register[I, O any](a *API, perm string, op huma.Operation, h func(context.Context, *I) (*O, error)) {
+	if perm == "" {
+		panic(fmt.Sprintf("api: operation %s %s declares no permission", op.Method, op.Path))
+	}
+	if op.Metadata == nil {
+		op.Metadata = map[string]any{}
+	}
+	op.Metadata[permKey] = perm
+	op.Security = []map[string][]string{{"bearer": {}}}
+	huma.Register(a.api, op, h)
+}
+
+func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
+	perm, _ := ctx.Operation().Metadata[permKey].(string)
+	if perm == "" {
+		// Deny by default: an operation registered outside register().
+		_ = huma.WriteErr(a.api, ctx, http.StatusForbidden, "operation has no declared permission")
+		return
+	}
+	auth := ctx.Header("Authorization")
+	bearer, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || bearer == "" {
+		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)
+		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized,
+			"missing bearer credential: send `Authorization: Bearer <admin API key>` (see admin-credentials.json in the data folder)")
+		return
+	}
+	principal, ok := a.d.Auth.Authenticate(ctx.Context(), strings.TrimSpace(bearer))
+	if !ok {
+		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura", error="invalid_token"`)
+		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized, "invalid bearer credential")
+		return
+	}
+	next(huma.WithValue(ctx, principalKey{}, principal))
+}
+
+// storeErr turns store errors into problems that say what was not found or
+// why the change was refused; anything else is logged and hidden.
+func (a *API) storeErr(what string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return huma.Error404NotFound(what + " not found")
+	case errors.Is(err, store.ErrConflict):
+		return huma.Error409Conflict(what + ": " + conflictText(err))
+	}
+	a.d.Log.Error("api store error", "what", what, "err", err)
+	return huma.Error500InternalServerError("the manager could not complete the request; see the manager log")
+}
+
+func conflictText(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// KeyAuth authenticates the bootstrap administrator by the hash of the admin
+// API key kept in the store's settings.
+type KeyAuth struct {
+	Load func(ctx context.Context) (map[string]string, error)
+}
+
+// SettingAdminKey holds the SHA-256 of the admin API key.
+const SettingAdminKey = "auth.admin_key_sha256"
+
+// Authenticate implements Authenticator.
+func (k KeyAuth) Authenticate(ctx context.Context, bearer string) (string, bool) {
+	m, err := k.Load(ctx)
+	if err != nil || m[SettingAdminKey] == "" {
+		return "", false
+	}
+	if secret.Equal(bearer, m[SettingAdminKey]) {
+		return "admin", true
+	}
+	return "", false
+}

@@ -1,0 +1,407 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/google/uuid"
+
+	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/settings"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// Computer is a computer as the API shows it: stored facts plus live status.
+type Computer struct {
+	ID            string     `json:"id"`
+	Hostname      string     `json:"hostname"`
+	OS            string     `json:"os"`
+	OSVersion     string     `json:"os_version,omitempty"`
+	AgentVersion  string     `json:"agent_version,omitempty"`
+	IPs           []string   `json:"ips"`
+	State         string     `json:"state" enum:"active,deactivated" doc:"Lifecycle: active, or deactivated by an administrator."`
+	Status        string     `json:"status" enum:"online,warning,offline,pending,deactivated" doc:"Liveness from heartbeats."`
+	LastSeen      *time.Time `json:"last_seen,omitempty"`
+	Missed        int        `json:"missed_heartbeats"`
+	ClockOffsetS  float64    `json:"clock_offset_seconds" doc:"Agent clock minus manager clock at the last heartbeat."`
+	UptimeS       int64      `json:"uptime_seconds"`
+	EnrolledAt    time.Time  `json:"enrolled_at"`
+	DeactivatedAt *time.Time `json:"deactivated_at,omitempty"`
+	CertNotAfter  *time.Time `json:"certificate_expires_at,omitempty"`
+	TokenID       string     `json:"activation_token_id,omitempty"`
+}
+
+func ptime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func (a *API) computer(c store.Computer, now time.Time) Computer {
+	out := Computer{
+		ID: c.ID, Hostname: c.Hostname, OS: c.OS, OSVersion: c.OSVersion, AgentVersion: c.AgentVersion,
+		IPs: c.IPs, State: c.State, EnrolledAt: c.EnrolledAt.UTC(), DeactivatedAt: ptime(c.DeactivatedAt),
+		CertNotAfter: ptime(c.CertNotAfter), TokenID: c.TokenID, LastSeen: ptime(c.LastSeen),
+		ClockOffsetS: c.ClockOffset.Seconds(), UptimeS: int64(c.Uptime.Seconds()),
+	}
+	if out.IPs == nil {
+		out.IPs = []string{}
+	}
+	if l, ok := a.d.Fleet.Live(c.ID, now); ok {
+		out.Status = string(l.Status)
+		out.Missed = l.Missed
+		out.LastSeen = ptime(l.LastSeen)
+		out.ClockOffsetS = l.ClockOffset.Seconds()
+		out.UptimeS = int64(l.Uptime.Seconds())
+	} else if c.State == store.ComputerDeactivated {
+		out.Status = string(fleet.StatusDeactivated)
+	} else {
+		out.Status = string(fleet.StatusPending)
+	}
+	return out
+}
+
+type computerList struct {
+	Body struct {
+		Items []Computer `json:"items"`
+	}
+}
+
+type computerOne struct{ Body Computer }
+
+type idPath struct {
+	ID string `path:"id" maxLength:"64" doc:"Computer ID."`
+}
+
+func (a *API) registerComputers() {
+	register(a, PermComputersRead, huma.Operation{
+		OperationID: "list-computers", Method: http.MethodGet, Path: "/api/v1/computers",
+		Summary: "List computers", Tags: []string{"Computers"},
+	}, func(ctx context.Context, in *struct {
+		Status string `query:"status" enum:"online,warning,offline,pending,deactivated," doc:"Only computers with this status."`
+	}) (*computerList, error) {
+		cs, err := a.d.Store.ListComputers(ctx)
+		if err != nil {
+			return nil, a.storeErr("computers", err)
+		}
+		now := a.d.Now()
+		out := &computerList{}
+		out.Body.Items = make([]Computer, 0, len(cs))
+		for _, c := range cs {
+			v := a.computer(c, now)
+			if in.Status == "" || v.Status == in.Status {
+				out.Body.Items = append(out.Body.Items, v)
+			}
+		}
+		return out, nil
+	})
+	register(a, PermComputersRead, huma.Operation{
+		OperationID: "get-computer", Method: http.MethodGet, Path: "/api/v1/computers/{id}",
+		Summary: "Show a computer", Tags: []string{"Computers"},
+	}, func(ctx context.Context, in *idPath) (*computerOne, error) {
+		c, err := a.d.Store.GetComputer(ctx, in.ID)
+		if err != nil {
+			return nil, a.storeErr("computer "+in.ID, err)
+		}
+		return &computerOne{Body: a.computer(c, a.d.Now())}, nil
+	})
+	register(a, PermComputersWrite, huma.Operation{
+		OperationID: "deactivate-computer", Method: http.MethodPost, Path: "/api/v1/computers/{id}/deactivate",
+		Summary: "Deactivate a computer", Tags: []string{"Computers"},
+		Description: "From now on the manager refuses the computer's agent. The record stays for the audit trail.",
+	}, func(ctx context.Context, in *idPath) (*computerOne, error) {
+		now := a.d.Now()
+		c, err := a.d.Store.DeactivateComputer(ctx, in.ID, now)
+		if err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, huma.Error409Conflict("computer " + in.ID + " is already deactivated")
+			}
+			return nil, a.storeErr("computer "+in.ID, err)
+		}
+		a.d.Fleet.Add(c) // adds if unknown, then marks deactivated
+		a.d.Fleet.Deactivate(c.ID)
+		a.d.Log.Info("computer deactivated", "computer", c.ID, "by", Principal(ctx))
+		return &computerOne{Body: a.computer(c, now)}, nil
+	})
+}
+
+// Token is an activation token as the API shows it. The secret itself is
+// only ever returned by create.
+type Token struct {
+	ID          string     `json:"id"`
+	Token       string     `json:"token,omitempty" doc:"The secret; returned once, at creation."`
+	Description string     `json:"description"`
+	State       string     `json:"state" enum:"active,expired,revoked,used-up"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	MaxUses     int        `json:"max_uses" doc:"0 means unlimited."`
+	Uses        int        `json:"uses"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+}
+
+func token(t store.Token, now time.Time) Token {
+	state := "active"
+	switch {
+	case !t.RevokedAt.IsZero():
+		state = "revoked"
+	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+		state = "expired"
+	case t.MaxUses > 0 && t.Uses >= t.MaxUses:
+		state = "used-up"
+	}
+	return Token{
+		ID: t.ID, Description: t.Description, State: state, CreatedAt: t.CreatedAt.UTC(), ExpiresAt: ptime(t.ExpiresAt),
+		MaxUses: t.MaxUses, Uses: t.Uses, RevokedAt: ptime(t.RevokedAt),
+	}
+}
+
+type tokenOne struct{ Body Token }
+
+type tokenPath struct {
+	ID string `path:"id" maxLength:"64" doc:"Token ID (not the secret)."`
+}
+
+// TokenCreate is the body of a token creation.
+type TokenCreate struct {
+	Description string `json:"description,omitempty" maxLength:"200"`
+	ExpiresIn   string `json:"expires_in,omitempty" doc:"Lifetime as a Go duration (\"24h\", \"90m\"); empty: 24h; \"never\": no expiry." example:"24h"`
+	MaxUses     int    `json:"max_uses,omitempty" minimum:"0" maximum:"1000000" doc:"How many agents may enrol with it; 0: unlimited."`
+}
+
+func (a *API) registerTokens() {
+	register(a, PermTokensWrite, huma.Operation{
+		OperationID: "create-activation-token", Method: http.MethodPost, Path: "/api/v1/activation-tokens",
+		Summary: "Create an activation token", Tags: []string{"Activation tokens"}, DefaultStatus: http.StatusCreated,
+		Description: "Agents present the token once, at enrolment. Only its hash is stored: copy the secret from this answer.",
+	}, func(ctx context.Context, in *struct{ Body TokenCreate }) (*tokenOne, error) {
+		now := a.d.Now()
+		t := store.Token{Description: in.Body.Description, MaxUses: in.Body.MaxUses, CreatedAt: now}
+		switch in.Body.ExpiresIn {
+		case "":
+			t.ExpiresAt = now.Add(24 * time.Hour)
+		case "never":
+		default:
+			d, err := time.ParseDuration(in.Body.ExpiresIn)
+			if err != nil || d <= 0 {
+				return nil, huma.Error422UnprocessableEntity("invalid token", &huma.ErrorDetail{
+					Location: "body.expires_in", Value: in.Body.ExpiresIn,
+					Message: `want a positive duration such as "24h" or "30m", or "never"`,
+				})
+			}
+			t.ExpiresAt = now.Add(d)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		plain, hash, err := secret.New("yat")
+		if err != nil {
+			return nil, err
+		}
+		t.ID, t.Hash = id.String(), hash
+		if err := a.d.Store.CreateToken(ctx, t); err != nil {
+			return nil, a.storeErr("activation token", err)
+		}
+		a.d.Log.Info("activation token created", "token_id", t.ID, "by", Principal(ctx), "max_uses", t.MaxUses, "expires", t.ExpiresAt)
+		out := token(t, now)
+		out.Token = plain
+		return &tokenOne{Body: out}, nil
+	})
+	register(a, PermTokensRead, huma.Operation{
+		OperationID: "list-activation-tokens", Method: http.MethodGet, Path: "/api/v1/activation-tokens",
+		Summary: "List activation tokens", Tags: []string{"Activation tokens"},
+	}, func(ctx context.Context, _ *struct{}) (*struct {
+		Body struct {
+			Items []Token `json:"items"`
+		}
+	}, error) {
+		ts, err := a.d.Store.ListTokens(ctx)
+		if err != nil {
+			return nil, a.storeErr("activation tokens", err)
+		}
+		out := &struct {
+			Body struct {
+				Items []Token `json:"items"`
+			}
+		}{}
+		now := a.d.Now()
+		out.Body.Items = make([]Token, 0, len(ts))
+		for _, t := range ts {
+			out.Body.Items = append(out.Body.Items, token(t, now))
+		}
+		return out, nil
+	})
+	register(a, PermTokensRead, huma.Operation{
+		OperationID: "get-activation-token", Method: http.MethodGet, Path: "/api/v1/activation-tokens/{id}",
+		Summary: "Show an activation token", Tags: []string{"Activation tokens"},
+	}, func(ctx context.Context, in *tokenPath) (*tokenOne, error) {
+		t, err := a.d.Store.GetToken(ctx, in.ID)
+		if err != nil {
+			return nil, a.storeErr("activation token "+in.ID, err)
+		}
+		return &tokenOne{Body: token(t, a.d.Now())}, nil
+	})
+	register(a, PermTokensWrite, huma.Operation{
+		OperationID: "revoke-activation-token", Method: http.MethodPost, Path: "/api/v1/activation-tokens/{id}/revoke",
+		Summary: "Revoke an activation token", Tags: []string{"Activation tokens"},
+		Description: "Agents already enrolled with it are not affected; new enrolments with it are refused.",
+	}, func(ctx context.Context, in *tokenPath) (*tokenOne, error) {
+		now := a.d.Now()
+		t, err := a.d.Store.RevokeToken(ctx, in.ID, now)
+		if err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, huma.Error409Conflict("activation token " + in.ID + " is already revoked")
+			}
+			return nil, a.storeErr("activation token "+in.ID, err)
+		}
+		a.d.Log.Info("activation token revoked", "token_id", t.ID, "by", Principal(ctx))
+		return &tokenOne{Body: token(t, now)}, nil
+	})
+}
+
+// Alert is an alert as the API shows it.
+type Alert struct {
+	ID         string     `json:"id"`
+	Type       string     `json:"type" doc:"computer-offline, clock-drift, …"`
+	Severity   string     `json:"severity" enum:"critical,warning,info"`
+	ComputerID string     `json:"computer_id,omitempty"`
+	Message    string     `json:"message"`
+	Open       bool       `json:"open"`
+	RaisedAt   time.Time  `json:"raised_at"`
+	ClearedAt  *time.Time `json:"cleared_at,omitempty"`
+	ClearedBy  string     `json:"cleared_by,omitempty"`
+}
+
+func alert(x store.Alert) Alert {
+	return Alert{
+		ID: x.ID, Type: x.Type, Severity: x.Severity, ComputerID: x.ComputerID, Message: x.Message,
+		Open: x.ClearedAt.IsZero(), RaisedAt: x.RaisedAt.UTC(), ClearedAt: ptime(x.ClearedAt), ClearedBy: x.ClearedBy,
+	}
+}
+
+type alertPath struct {
+	ID string `path:"id" maxLength:"64" doc:"Alert ID."`
+}
+
+func (a *API) registerAlerts() {
+	register(a, PermAlertsRead, huma.Operation{
+		OperationID: "list-alerts", Method: http.MethodGet, Path: "/api/v1/alerts",
+		Summary: "List alerts", Tags: []string{"Alerts"},
+	}, func(ctx context.Context, in *struct {
+		State    string   `query:"state" enum:"open,cleared,all" default:"open" doc:"Which alerts."`
+		Computer string   `query:"computer" maxLength:"64" doc:"Only this computer's alerts."`
+		Type     []string `query:"type" doc:"Only these types."`
+		Limit    int      `query:"limit" minimum:"0" maximum:"10000" default:"1000"`
+	}) (*struct {
+		Body struct {
+			Items []Alert `json:"items"`
+		}
+	}, error) {
+		f := store.AlertFilter{ComputerID: in.Computer, Types: in.Type, Limit: in.Limit}
+		switch in.State {
+		case "open", "":
+			yes := true
+			f.Open = &yes
+		case "cleared":
+			no := false
+			f.Open = &no
+		}
+		as, err := a.d.Store.ListAlerts(ctx, f)
+		if err != nil {
+			return nil, a.storeErr("alerts", err)
+		}
+		out := &struct {
+			Body struct {
+				Items []Alert `json:"items"`
+			}
+		}{}
+		out.Body.Items = make([]Alert, 0, len(as))
+		for _, x := range as {
+			out.Body.Items = append(out.Body.Items, alert(x))
+		}
+		return out, nil
+	})
+	register(a, PermAlertsRead, huma.Operation{
+		OperationID: "get-alert", Method: http.MethodGet, Path: "/api/v1/alerts/{id}",
+		Summary: "Show an alert", Tags: []string{"Alerts"},
+	}, func(ctx context.Context, in *alertPath) (*struct{ Body Alert }, error) {
+		x, err := a.d.Store.GetAlert(ctx, in.ID)
+		if err != nil {
+			return nil, a.storeErr("alert "+in.ID, err)
+		}
+		return &struct{ Body Alert }{Body: alert(x)}, nil
+	})
+	register(a, PermAlertsWrite, huma.Operation{
+		OperationID: "clear-alert", Method: http.MethodPost, Path: "/api/v1/alerts/{id}/clear",
+		Summary: "Clear an alert", Tags: []string{"Alerts"},
+		Description: "Records who cleared it and when. A clock-drift alert is raised again if the next heartbeat still drifts.",
+	}, func(ctx context.Context, in *alertPath) (*struct{ Body Alert }, error) {
+		x, err := a.d.Store.ClearAlert(ctx, in.ID, a.d.Now(), Principal(ctx))
+		if err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, huma.Error409Conflict("alert " + in.ID + " is already cleared")
+			}
+			return nil, a.storeErr("alert "+in.ID, err)
+		}
+		a.d.Log.Info("alert cleared", "alert", x.ID, "type", x.Type, "by", Principal(ctx))
+		return &struct{ Body Alert }{Body: alert(x)}, nil
+	})
+}
+
+type settingsBody struct {
+	Body map[string]string `doc:"Setting key → value. Keys: heartbeat.interval (duration), heartbeat.offline_after_missed (number or \"unlimited\"), heartbeat.max_clock_drift (duration, 0 disables)."`
+}
+
+func (a *API) registerSettings() {
+	register(a, PermSettingsRead, huma.Operation{
+		OperationID: "get-settings", Method: http.MethodGet, Path: "/api/v1/settings",
+		Summary: "Show settings", Tags: []string{"Settings"},
+	}, func(ctx context.Context, _ *struct{}) (*settingsBody, error) {
+		return &settingsBody{Body: a.d.Fleet.Settings().Map()}, nil
+	})
+	register(a, PermSettingsWrite, huma.Operation{
+		OperationID: "update-settings", Method: http.MethodPatch, Path: "/api/v1/settings",
+		Summary: "Change settings", Tags: []string{"Settings"},
+		Description: "Only the keys given change. Every value is checked before any is stored.",
+	}, func(ctx context.Context, in *settingsBody) (*settingsBody, error) {
+		stored, err := a.d.Store.Settings(ctx)
+		if err != nil {
+			return nil, a.storeErr("settings", err)
+		}
+		cur, err := settings.FromMap(stored)
+		if err != nil {
+			return nil, a.storeErr("settings", err)
+		}
+		next, err := cur.Apply(in.Body)
+		if err != nil {
+			return nil, huma.Error422UnprocessableEntity("invalid settings", &huma.ErrorDetail{Location: "body", Message: err.Error()})
+		}
+		if err := a.d.Store.PutSettings(ctx, next.Map()); err != nil {
+			return nil, a.storeErr("settings", err)
+		}
+		a.d.Fleet.SetSettings(next)
+		a.d.Log.Info("settings changed", "by", Principal(ctx), "changes", in.Body)
+		return &settingsBody{Body: next.Map()}, nil
+	})
+}
+
+// CA is the manager's certificate authority, public part.
+type CA struct {
+	Fingerprint string `json:"fingerprint" doc:"SHA-256 of the CA certificate; give it to agents with --ca-fingerprint."`
+	Certificate string `json:"certificate" doc:"PEM."`
+}
+
+func (a *API) registerCA() {
+	register(a, PermCARead, huma.Operation{
+		OperationID: "get-ca", Method: http.MethodGet, Path: "/api/v1/ca",
+		Summary: "Show the manager CA", Tags: []string{"Manager"},
+	}, func(ctx context.Context, _ *struct{}) (*struct{ Body CA }, error) {
+		return &struct{ Body CA }{Body: CA{Fingerprint: a.d.CAFingerprint, Certificate: a.d.CAPEM}}, nil
+	})
+}

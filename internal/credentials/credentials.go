@@ -1,0 +1,71 @@
+// Package credentials provides the small JSON file that tells `yagura ctl`
+// which manager to talk to, how to recognise it (CA fingerprint) and how to
+// authenticate. The manager writes one for the bootstrap administrator; the
+// file holds a secret and is always mode 0600.
+package credentials
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// File is the credentials file's content.
+type File struct {
+	URL           string `json:"url"`
+	CAFingerprint string `json:"ca_fingerprint"`
+	User          string `json:"user,omitempty"`
+	Token         string `json:"token"`
+	Note          string `json:"note,omitempty"`
+}
+
+// Load reads a credentials file, refusing one that others can read.
+func Load(path string) (*File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("credentials file %s is readable by others (mode %o); run: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f File
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("credentials file %s: %w", path, err)
+	}
+	if f.URL == "" || f.Token == "" {
+		return nil, fmt.Errorf("credentials file %s: url and token are required", path)
+	}
+	return &f, nil
+}
+
+// Save writes a credentials file with mode 0600, replacing any old one.
+func Save(path string, f *File) error {
+	if f.URL == "" || f.Token == "" {
+		return errors.New("credentials: url and token are required")
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	// WriteFile keeps the mode of an existing file; insist on 0600.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	return nil
+}

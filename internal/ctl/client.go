@@ -1,0 +1,202 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/pki"
+)
+
+// Client calls the manager's REST API.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// Target is where ctl connects and how it authenticates.
+type Target struct {
+	URL           string
+	Token         string
+	CAFingerprint string
+	// From says where the target came from, for error messages.
+	From string
+}
+
+// defaultCredentialPaths are searched in order when nothing else says
+// where the manager is: the user's own file, then the files `yagura dev`
+// and `yagura server` write.
+func defaultCredentialPaths() []string {
+	var paths []string
+	if dir, err := os.UserConfigDir(); err == nil {
+		paths = append(paths, filepath.Join(dir, "yagura", "credentials.json"))
+	}
+	return append(paths,
+		filepath.Join("yagura-data", "dev-credentials.json"),
+		filepath.Join("/var/lib/yagura", "admin-credentials.json"),
+	)
+}
+
+// ResolveTarget merges flags, environment and credentials files: a flag
+// beats an environment variable, which beats the file.
+func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(string) string) (Target, error) {
+	t := Target{URL: flagURL, Token: flagToken, CAFingerprint: flagFP}
+	fill := func(u, tok, fp, from string) {
+		if t.URL == "" && u != "" {
+			t.URL, t.From = u, from
+		}
+		if t.Token == "" {
+			t.Token = tok
+		}
+		if t.CAFingerprint == "" {
+			t.CAFingerprint = fp
+		}
+	}
+	fill(getenv("YAGURA_SERVER"), getenv("YAGURA_TOKEN"), getenv("YAGURA_CA_FINGERPRINT"), "environment")
+	if credFile == "" {
+		credFile = getenv("YAGURA_CREDENTIALS")
+	}
+	if credFile != "" {
+		f, err := credentials.Load(credFile)
+		if err != nil {
+			return t, fmt.Errorf("credentials: %w", err)
+		}
+		fill(f.URL, f.Token, f.CAFingerprint, credFile)
+	} else if t.URL == "" || t.Token == "" || t.CAFingerprint == "" {
+		for _, p := range defaultCredentialPaths() {
+			f, err := credentials.Load(p)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return t, fmt.Errorf("credentials: %w", err)
+			}
+			fill(f.URL, f.Token, f.CAFingerprint, p)
+			break
+		}
+	}
+	if t.From == "" {
+		t.From = "flags"
+	}
+	var missing []string
+	if t.URL == "" {
+		missing = append(missing, "the manager URL (--server or YAGURA_SERVER)")
+	}
+	if t.Token == "" {
+		missing = append(missing, "a credential (--token or YAGURA_TOKEN)")
+	}
+	if t.CAFingerprint == "" {
+		missing = append(missing, "the manager CA fingerprint (--ca-fingerprint or YAGURA_CA_FINGERPRINT)")
+	}
+	if len(missing) > 0 {
+		return t, fmt.Errorf("no manager to talk to: missing %s; or point --credentials at the admin-credentials.json (dev-credentials.json for `yagura dev`) in the manager's data folder", strings.Join(missing, ", "))
+	}
+	return t, nil
+}
+
+// NewClient returns an API client for a target.
+func NewClient(t Target) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(t.URL, "/"))
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("manager URL %q (from %s): want https://HOST:PORT", t.URL, t.From)
+	}
+	tc, err := pki.PinnedClientConfig(t.CAFingerprint, u.Hostname(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{base: u, token: t.Token, http: &http.Client{
+		Timeout:   60 * time.Second,
+		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tc, ForceAttemptHTTP2: true},
+	}}, nil
+}
+
+// APIError is an RFC 9457 problem returned by the API.
+type APIError struct {
+	Status int
+	Title  string `json:"title"`
+	Detail string `json:"detail"`
+	Errors []struct {
+		Message  string `json:"message"`
+		Location string `json:"location"`
+		Value    any    `json:"value"`
+	} `json:"errors"`
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	msg := e.Detail
+	if msg == "" {
+		msg = e.Title
+	}
+	fmt.Fprintf(&b, "%s (HTTP %d)", msg, e.Status)
+	for _, d := range e.Errors {
+		fmt.Fprintf(&b, "\n  %s: %s", d.Location, d.Message)
+		if d.Value != nil {
+			fmt.Fprintf(&b, " (got %v)", d.Value)
+		}
+	}
+	return b.String()
+}
+
+// Do sends a request with an optional JSON body and decodes a JSON answer
+// into out (which may be nil).
+func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	u := c.base.JoinPath(path)
+	u.RawQuery = query.Encode()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, pki.ErrPinMismatch) {
+			return fmt.Errorf("%w: check --ca-fingerprint / the credentials file", err)
+		}
+		return fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(b, e) != nil || (e.Title == "" && e.Detail == "") {
+			e.Title = strings.TrimSpace(string(b))
+			if e.Title == "" {
+				e.Title = resp.Status
+			}
+		}
+		return e
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decode answer from %s: %w", path, err)
+		}
+	}
+	return nil
+}

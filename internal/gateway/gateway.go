@@ -1,0 +1,298 @@
+// Package gateway provides the manager's agent gateway: the HTTPS endpoints
+// agents call to enrol, heartbeat and renew their certificates.
+//
+// Every endpoint but enrolment requires a client certificate verified
+// against the manager CA (the TLS layer refuses other CAs and expired
+// certificates during the handshake); the gateway maps it to the agent ID
+// and refuses deactivated and unknown agents with an RFC 9457 problem whose
+// code the agent acts on.
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/proto"
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/settings"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// Store is what the gateway needs from the state store.
+type Store interface {
+	EnrollComputer(ctx context.Context, tokenHash string, now time.Time, c store.Computer) (store.Token, error)
+	GetComputer(ctx context.Context, id string) (store.Computer, error)
+	SetComputerCert(ctx context.Context, id, serial string, notAfter time.Time) error
+}
+
+// Fleet is the live view heartbeats go to.
+type Fleet interface {
+	Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (fleet.Reply, error)
+	Add(c store.Computer)
+	Settings() settings.Settings
+}
+
+// Config tunes the gateway.
+type Config struct {
+	// AgentCertValidity is how long agent certificates last; agents renew
+	// when a third is left.
+	AgentCertValidity time.Duration `koanf:"agent_cert_validity"`
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config { return Config{AgentCertValidity: 90 * 24 * time.Hour} }
+
+// Gateway serves the agent endpoints.
+type Gateway struct {
+	cfg   Config
+	ca    *pki.CA
+	caPEM string
+	store Store
+	fleet Fleet
+	log   *slog.Logger
+	now   func() time.Time
+
+	enrolments *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	latency    prometheus.Histogram
+}
+
+// New returns a gateway. It does no I/O.
+func New(cfg Config, ca *pki.CA, st Store, fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Gateway {
+	g := &Gateway{
+		cfg: cfg, ca: ca, caPEM: string(pki.CertificatePEM(ca.Cert)), store: st, fleet: fl, log: log, now: time.Now,
+		enrolments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "yagura_enrolments_total", Help: "Agent enrolment attempts by result.",
+		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "yagura_agent_requests_refused_total", Help: "Agent requests refused, by problem code.",
+		}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "yagura_heartbeat_seconds",
+			Help:    "Time to handle a heartbeat inside the manager (excluding network and TLS).",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(g.enrolments, g.refusals, g.latency)
+	}
+	return g
+}
+
+// Register adds the gateway's routes to mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+proto.PathEnroll, g.enroll)
+	mux.HandleFunc("POST "+proto.PathHeartbeat, g.heartbeat)
+	mux.HandleFunc("POST "+proto.PathRenew, g.renew)
+}
+
+func (g *Gateway) problem(w http.ResponseWriter, status int, code, detail string) {
+	g.refusals.WithLabelValues(code).Inc()
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(proto.Problem{Title: http.StatusText(status), Status: status, Detail: detail, Code: code})
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (g *Gateway) enroll(w http.ResponseWriter, r *http.Request) {
+	var req proto.EnrollRequest
+	if err := proto.Decode(r.Body, &req); err != nil {
+		g.enrolments.WithLabelValues("bad-request").Inc()
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "enrolment request: "+err.Error())
+		return
+	}
+	if err := req.Validate(); err != nil {
+		g.enrolments.WithLabelValues("bad-request").Inc()
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "enrolment request: "+err.Error())
+		return
+	}
+	now := g.now()
+	id, err := uuid.NewV7()
+	if err != nil {
+		g.internal(w, "new agent ID", err)
+		return
+	}
+	cert, err := g.ca.SignAgentCSR([]byte(req.CSR), id.String(), now, g.cfg.AgentCertValidity)
+	if err != nil {
+		g.enrolments.WithLabelValues("bad-request").Inc()
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "enrolment request: csr: "+err.Error())
+		return
+	}
+	c := store.Computer{
+		ID: id.String(), Hostname: req.Inventory.Hostname, OS: req.Inventory.OS, OSVersion: req.Inventory.OSVersion,
+		AgentVersion: req.Inventory.AgentVersion, IPs: req.Inventory.IPs, State: store.ComputerActive,
+		EnrolledAt: now, CertSerial: pki.SerialHex(cert), CertNotAfter: cert.NotAfter,
+	}
+	tok, err := g.store.EnrollComputer(r.Context(), secret.Hash(req.Token), now, c)
+	if err != nil {
+		if code, status, detail, ok := tokenProblem(err); ok {
+			g.enrolments.WithLabelValues(code).Inc()
+			g.log.Warn("enrolment refused", "reason", code, "remote", r.RemoteAddr, "hostname", req.Inventory.Hostname)
+			g.problem(w, status, code, detail)
+			return
+		}
+		g.internal(w, "enrol computer", err)
+		return
+	}
+	c.TokenID = tok.ID
+	g.fleet.Add(c)
+	g.enrolments.WithLabelValues("ok").Inc()
+	g.log.Info("agent enrolled", "agent", c.ID, "hostname", c.Hostname, "remote", r.RemoteAddr, "token", tok.ID)
+	reply(w, proto.EnrollResponse{
+		V: proto.Version, AgentID: c.ID, Certificate: string(pki.CertificatePEM(cert)), CA: g.caPEM,
+		HeartbeatMillis: proto.Millis(g.fleet.Settings().HeartbeatInterval),
+	})
+}
+
+// tokenProblem turns a token refusal into what the agent is told. The texts
+// say what to do, since the person reading them is installing an agent.
+func tokenProblem(err error) (code string, status int, detail string, ok bool) {
+	switch {
+	case errors.Is(err, store.ErrTokenUnknown):
+		return proto.CodeTokenUnknown, http.StatusForbidden, "unknown activation token: check it was copied whole, or create one with `yagura ctl tokens create`", true
+	case errors.Is(err, store.ErrTokenExpired):
+		return proto.CodeTokenExpired, http.StatusForbidden, "activation token expired: create a new one with `yagura ctl tokens create`", true
+	case errors.Is(err, store.ErrTokenRevoked):
+		return proto.CodeTokenRevoked, http.StatusForbidden, "activation token was revoked by an administrator: ask for a new one", true
+	case errors.Is(err, store.ErrTokenUsedUp):
+		return proto.CodeTokenUsedUp, http.StatusForbidden, "activation token has no uses left: create one with a higher --max-uses", true
+	}
+	return "", 0, "", false
+}
+
+func (g *Gateway) internal(w http.ResponseWriter, what string, err error) {
+	// The cause stays in the log; the agent learns only that it should retry.
+	g.log.Error("agent request failed", "op", what, "err", err)
+	g.problem(w, http.StatusInternalServerError, proto.CodeInternal, "the manager could not complete the request; it will be retried")
+}
+
+// agent returns the verified agent ID of the request's client certificate,
+// or writes a problem and returns false.
+func (g *Gateway) agent(w http.ResponseWriter, r *http.Request) (string, *x509.Certificate, bool) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		g.problem(w, http.StatusUnauthorized, proto.CodeCertRequired,
+			"this endpoint needs the agent's client certificate issued by this manager; enrol first with `yagura agent enroll`")
+		return "", nil, false
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	id, err := pki.AgentID(leaf)
+	if err != nil {
+		g.problem(w, http.StatusUnauthorized, proto.CodeCertRequired, "client certificate: "+err.Error())
+		return "", nil, false
+	}
+	return id, leaf, true
+}
+
+func (g *Gateway) heartbeat(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id, _, ok := g.agent(w, r)
+	if !ok {
+		return
+	}
+	var hb proto.Heartbeat
+	if err := proto.Decode(r.Body, &hb); err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "heartbeat: "+err.Error())
+		return
+	}
+	if err := hb.Validate(); err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "heartbeat: "+err.Error())
+		return
+	}
+	now := g.now()
+	rep, err := g.fleet.Heartbeat(id, &hb, now)
+	if errors.Is(err, fleet.ErrUnknown) {
+		// Enrolled through another manager node, or just loaded: look it up.
+		if !g.learn(r.Context(), w, id) {
+			return
+		}
+		rep, err = g.fleet.Heartbeat(id, &hb, now)
+	}
+	if err != nil {
+		g.refuseAgent(w, id, err)
+		return
+	}
+	reply(w, proto.HeartbeatResponse{
+		V: proto.Version, IntervalMillis: proto.Millis(rep.Interval), ClockMillis: now.UnixMilli(), SendInventory: rep.SendInventory,
+	})
+	g.latency.Observe(time.Since(start).Seconds())
+}
+
+// learn loads a computer the fleet does not know from the store.
+func (g *Gateway) learn(ctx context.Context, w http.ResponseWriter, id string) bool {
+	c, err := g.store.GetComputer(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		g.problem(w, http.StatusForbidden, proto.CodeAgentUnknown,
+			fmt.Sprintf("agent %s is not known to this manager (removed?); re-enrol with `yagura agent enroll --force`", id))
+		return false
+	}
+	if err != nil {
+		g.internal(w, "load computer", err)
+		return false
+	}
+	g.fleet.Add(c)
+	return true
+}
+
+func (g *Gateway) refuseAgent(w http.ResponseWriter, id string, err error) {
+	switch {
+	case errors.Is(err, fleet.ErrDeactivated):
+		g.problem(w, http.StatusForbidden, proto.CodeAgentDeactivate,
+			fmt.Sprintf("computer %s was deactivated by an administrator and may no longer talk to the manager; to bring it back, enrol again with a new token (`yagura agent enroll --force`)", id))
+	case errors.Is(err, fleet.ErrUnknown):
+		g.problem(w, http.StatusForbidden, proto.CodeAgentUnknown,
+			fmt.Sprintf("agent %s is not known to this manager; re-enrol with `yagura agent enroll --force`", id))
+	default:
+		g.internal(w, "heartbeat", err)
+	}
+}
+
+func (g *Gateway) renew(w http.ResponseWriter, r *http.Request) {
+	id, _, ok := g.agent(w, r)
+	if !ok {
+		return
+	}
+	var req proto.RenewRequest
+	if err := proto.Decode(r.Body, &req); err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "renewal request: "+err.Error())
+		return
+	}
+	c, err := g.store.GetComputer(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		g.refuseAgent(w, id, fleet.ErrUnknown)
+		return
+	} else if err != nil {
+		g.internal(w, "load computer", err)
+		return
+	}
+	if c.State == store.ComputerDeactivated {
+		g.refuseAgent(w, id, fleet.ErrDeactivated)
+		return
+	}
+	now := g.now()
+	cert, err := g.ca.SignAgentCSR([]byte(req.CSR), id, now, g.cfg.AgentCertValidity)
+	if err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "renewal request: csr: "+err.Error())
+		return
+	}
+	if err := g.store.SetComputerCert(r.Context(), id, pki.SerialHex(cert), cert.NotAfter); err != nil {
+		g.internal(w, "record renewed certificate", err)
+		return
+	}
+	g.log.Info("agent certificate renewed", "agent", id, "not_after", cert.NotAfter)
+	reply(w, proto.RenewResponse{V: proto.Version, Certificate: string(pki.CertificatePEM(cert)), CA: g.caPEM})
+}

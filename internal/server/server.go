@@ -1,0 +1,371 @@
+// Package server assembles the Yagura manager — state store, CA, fleet
+// monitor, agent gateway, REST API, health and metrics — and owns its
+// lifecycle: start in dependency order, stop in reverse, flush on the way
+// out.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/gateway"
+	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/settings"
+	"github.com/yagura/yagura/internal/store"
+	"github.com/yagura/yagura/internal/store/postgres"
+	"github.com/yagura/yagura/internal/store/sqlite"
+)
+
+// Options are per-run choices that are not configuration.
+type Options struct {
+	Version string
+	// CredentialsFile is where the bootstrap administrator's credentials
+	// are written, relative to the data folder.
+	CredentialsFile string
+	// ResetAdminKey replaces the admin API key (when the credentials file
+	// was lost).
+	ResetAdminKey bool
+}
+
+// Server is the manager.
+type Server struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+
+	ready    chan struct{}
+	stopping atomic.Bool
+	info     atomic.Pointer[Info]
+}
+
+// Info describes a running manager, for banners and tests.
+type Info struct {
+	URL             string
+	Addr            string
+	CAFingerprint   string
+	CredentialsPath string
+	// AdminKey is set only when this run created or reset the key.
+	AdminKey string
+	Store    *store.DB
+}
+
+// New checks the configuration; it does no I/O.
+func New(cfg Config, opts Options, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.CredentialsFile == "" {
+		opts.CredentialsFile = "admin-credentials.json"
+	}
+	return &Server{cfg: cfg, opts: opts, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the manager accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Info is valid after Ready.
+func (s *Server) Info() *Info { return s.info.Load() }
+
+// Run starts the manager and blocks until ctx is cancelled and everything
+// has stopped. A clean shutdown returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	db, err := s.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	ca, err := loadOrCreateCA(ctx, db, s.cfg.PKI.CAValidity, s.log)
+	if err != nil {
+		return err
+	}
+	stored, err := db.Settings(ctx)
+	if err != nil {
+		return fmt.Errorf("load settings: %w", err)
+	}
+	set, err := settings.FromMap(stored)
+	if err != nil {
+		return fmt.Errorf("stored settings: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fl := fleet.New(s.cfg.Fleet, db, set, s.log.With("component", "fleet"), reg)
+	if err := fl.Load(ctx, time.Now()); err != nil {
+		return err
+	}
+
+	getCert, err := s.serverCertificate(ca)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another manager running? change http.listen)", s.cfg.HTTP.Listen, err)
+	}
+	info := &Info{Addr: ln.Addr().String(), CAFingerprint: ca.Fingerprint(), Store: db}
+	info.URL = s.publicURL(ln.Addr())
+	if err := s.bootstrapAdmin(ctx, db, info); err != nil {
+		ln.Close()
+		return err
+	}
+
+	auth := api.KeyAuth{Load: db.Settings}
+	mux := http.NewServeMux()
+	gateway.New(s.cfg.Gateway, ca, db, fl, s.log.With("component", "gateway"), reg).Register(mux)
+	api.New(mux, api.Deps{
+		Store: db, Fleet: fl, Auth: auth, CAFingerprint: ca.Fingerprint(), CAPEM: string(pki.CertificatePEM(ca.Cert)),
+		Version: s.opts.Version, Log: s.log.With("component", "api"),
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.stopping.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "stopping")
+			return
+		}
+		pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := db.Ping(pctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "state store unreachable")
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if !s.cfg.HTTP.MetricsAnonymous {
+		metrics = requireBearer(auth, metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
+
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(ca.Cert)
+	srv := &http.Server{
+		Handler:           mux,
+		TLSConfig:         pki.ServerConfig(getCert, clientCAs),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		// Failed handshakes (old TLS, foreign client certificates) are
+		// routine on an Internet-facing port: debug level, not error.
+		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelDebug),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFleet()
+	g.Go(func() error { return fl.Run(fctx) })
+	g.Go(func() error {
+		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("https server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stopping.Store(true)
+		s.log.Info("shutting down")
+		// A fresh deadline: ctx is already cancelled.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		// The fleet stops after the listener so that the final flush
+		// includes the last heartbeats.
+		stopFleet()
+		return err
+	})
+	s.info.Store(info)
+	warnFileLimit(s.log)
+	s.log.Info("manager listening", "url", info.URL, "addr", info.Addr, "ca_fingerprint", info.CAFingerprint,
+		"store", db.DialectName())
+	close(s.ready)
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	s.log.Info("manager stopped")
+	return nil
+}
+
+func (s *Server) openStore(ctx context.Context) (*store.DB, error) {
+	switch s.cfg.Store.Driver {
+	case "postgres":
+		db, err := postgres.Open(ctx, s.cfg.Store.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL state store: %w", err)
+		}
+		return db, nil
+	default:
+		path := s.cfg.Store.DSN
+		if path == "" {
+			path = filepath.Join(s.cfg.DataDir, "state.db")
+		}
+		db, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite state store %s: %w", path, err)
+		}
+		return db, nil
+	}
+}
+
+// loadOrCreateCA returns the CA from the store, creating it on first start.
+// Two manager nodes starting together may both create one; the store keeps
+// the first and the loser loads it.
+func loadOrCreateCA(ctx context.Context, db *store.DB, validity time.Duration, log *slog.Logger) (*pki.CA, error) {
+	c, err := db.LoadCA(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		ca, err := pki.NewCA("Yagura CA", time.Now(), validity)
+		if err != nil {
+			return nil, err
+		}
+		certPEM, keyPEM, err := ca.PEM()
+		if err != nil {
+			return nil, err
+		}
+		err = db.SaveCA(ctx, store.CA{CertPEM: string(certPEM), KeyPEM: string(keyPEM), CreatedAt: time.Now()})
+		if err == nil {
+			log.Info("created the manager CA", "fingerprint", ca.Fingerprint(), "not_after", ca.Cert.NotAfter)
+			return ca, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("save CA: %w", err)
+		}
+		c, err = db.LoadCA(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	ca, err := pki.ParseCA([]byte(c.CertPEM), []byte(c.KeyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("stored CA: %w", err)
+	}
+	return ca, nil
+}
+
+// serverCertificate returns the certificate source for the listener.
+func (s *Server) serverCertificate(ca *pki.CA) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+	if s.cfg.HTTP.CertFile != "" {
+		c, err := tls.LoadX509KeyPair(s.cfg.HTTP.CertFile, s.cfg.HTTP.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("http.cert_file/key_file: %w", err)
+		}
+		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &c, nil }, nil
+	}
+	c, err := ensureServerCert(s.cfg.DataDir, ca, serverNames(s.cfg.HTTP.Names), s.cfg.PKI.ServerCertValidity, time.Now(), s.log)
+	if err != nil {
+		return nil, err
+	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }, nil
+}
+
+// publicURL is what operators and agents should use to reach this manager.
+func (s *Server) publicURL(addr net.Addr) string {
+	if s.cfg.HTTP.PublicURL != "" {
+		return s.cfg.HTTP.PublicURL
+	}
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		} else {
+			host = "localhost"
+		}
+	}
+	return (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, port)}).String()
+}
+
+// bootstrapAdmin makes sure an administrator can log in: on first start
+// (or with --reset-admin-key) it creates the admin API key and writes it,
+// with the URL and CA fingerprint, to the credentials file (mode 0600).
+func (s *Server) bootstrapAdmin(ctx context.Context, db *store.DB, info *Info) error {
+	path := filepath.Join(s.cfg.DataDir, s.opts.CredentialsFile)
+	info.CredentialsPath = path
+	stored, err := db.Settings(ctx)
+	if err != nil {
+		return fmt.Errorf("load settings: %w", err)
+	}
+	if stored[api.SettingAdminKey] != "" && !s.opts.ResetAdminKey {
+		if f, err := credentials.Load(path); err == nil {
+			// Keep the file current if the address changed.
+			if f.URL != info.URL || f.CAFingerprint != info.CAFingerprint {
+				f.URL, f.CAFingerprint = info.URL, info.CAFingerprint
+				return credentials.Save(path, f)
+			}
+			return nil
+		}
+		s.log.Warn("the admin API key exists but its credentials file is missing or unreadable; start once with --reset-admin-key to make a new one",
+			"path", path)
+		return nil
+	}
+	plain, hash, err := secret.New("yak")
+	if err != nil {
+		return err
+	}
+	if err := db.PutSettings(ctx, map[string]string{api.SettingAdminKey: hash}); err != nil {
+		return fmt.Errorf("store admin API key: %w", err)
+	}
+	if err := credentials.Save(path, &credentials.File{
+		URL: info.URL, CAFingerprint: info.CAFingerprint, User: "admin", Token: plain,
+		Note: "Bootstrap administrator of this Yagura manager. Keep this file secret.",
+	}); err != nil {
+		return err
+	}
+	info.AdminKey = plain
+	s.log.Info("admin API key created; credentials written", "path", path)
+	return nil
+}
+
+// requireBearer protects a plain handler with the API's authentication.
+func requireBearer(auth api.Authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bearer, ok := cutBearer(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="yagura"`)
+			http.Error(w, "authentication required (or set http.metrics_anonymous: true)", http.StatusUnauthorized)
+			return
+		}
+		if _, ok := auth.Authenticate(r.Context(), bearer); !ok {
+			http.Error(w, "invalid bearer credential", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func cutBearer(h string) (string, bool) {
+	const p = "Bearer "
+	if len(h) <= len(p) || h[:len(p)] != p {
+		return "", false
+	}
+	return h[len(p):], true
+}

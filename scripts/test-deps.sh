@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs what `make test` needs when it is missing, from Debian's packages:
+#   PostgreSQL 15 (the state store conformance suite runs against a real one)
+set -eu
+
+need=""
+pg_ok=false
+for d in /usr/lib/postgresql/*/bin; do
+	if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then pg_ok=true; fi
+done
+$pg_ok || need="$need postgresql"
+command -v runuser >/dev/null 2>&1 || need="$need util-linux"
+
+if [ -z "$need" ]; then
+	exit 0
+fi
+echo "make test: installing$need (Debian packages)"
+if [ "$(id -u)" -eq 0 ]; then
+	SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+	SUDO="sudo"
+else
+	echo "make test needs$need; run as root or install them with apt-get" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
