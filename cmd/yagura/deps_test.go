@@ -1,0 +1,102 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// goTool finds the go command that runs this test.
+func goTool(t *testing.T) string {
+	t.Helper()
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("go command not found; these tests build the binary")
+	}
+	return p
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func deps(t *testing.T, tags string) []string {
+	t.Helper()
+	args := []string{"list", "-deps"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command(goTool(t), append(args, ".")...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// forbiddenInAgent are packages the slim agent must never link: the
+// manager's stores, API and their heavy dependencies, and test code.
+var forbiddenInAgent = []string{
+	"github.com/yagura/yagura/internal/server",
+	"github.com/yagura/yagura/internal/store",
+	"github.com/yagura/yagura/internal/api",
+	"github.com/yagura/yagura/internal/gateway",
+	"github.com/yagura/yagura/internal/fleet",
+	"github.com/yagura/yagura/internal/ctl",
+	"github.com/yagura/yagura/internal/sim",
+	"modernc.org/sqlite",
+	"github.com/jackc/pgx",
+	"github.com/pressly/goose",
+	"github.com/danielgtaylor/huma",
+	"github.com/duckdb/",
+	"github.com/ClickHouse/",
+	"github.com/prometheus/client_golang",
+	"testing",
+}
+
+func TestAgentBuildExcludesManager(t *testing.T) {
+	agent := deps(t, "agentonly")
+	for _, p := range agent {
+		for _, f := range forbiddenInAgent {
+			if p == f || strings.HasPrefix(p, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(p, f)) {
+				t.Errorf("agent-only build links %s (forbidden: %s)", p, f)
+			}
+		}
+	}
+	// The check must be able to fail: the full build does link the manager.
+	full := strings.Join(deps(t, ""), "\n")
+	for _, want := range []string{"github.com/yagura/yagura/internal/server", "modernc.org/sqlite", "github.com/jackc/pgx/v5"} {
+		if !strings.Contains(full, want) {
+			t.Errorf("full build does not link %s: the forbidden list is stale", want)
+		}
+	}
+}
+
+func TestAgentBinaryIsStatic(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "yagura-agent")
+	cmd := exec.Command(goTool(t), "build", "-tags", "agentonly", "-trimpath", "-ldflags", "-s -w", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build agent: %v\n%s", err, b)
+	}
+	v, err := exec.Command(out, "version").Output()
+	if err != nil || !strings.Contains(string(v), "agent-only build") {
+		t.Fatalf("agent version: %q, %v", v, err)
+	}
+	if b, err := exec.Command(out, "server").CombinedOutput(); err == nil {
+		t.Fatalf("agent-only binary runs `server`: %s", b)
+	}
+	if st, err := os.Stat(out); err == nil {
+		t.Logf("agent-only binary: %.1f MiB", float64(st.Size())/(1<<20))
+	}
+	// A static binary has no program interpreter (PT_INTERP); `file` may
+	// be missing, so read the ELF header ourselves.
+	if runtime.GOOS == "linux" && hasInterp(t, out) {
+		t.Error("agent-only binary is dynamically linked")
+	}
+}
