@@ -26,7 +26,10 @@ import (
 const buildFlavour = "full build"
 
 func addManagerCommands(root *cobra.Command) {
-	root.AddCommand(serverCmd(), devCmd(), ctl.Command(), sim.Command())
+	srv, simCmd := serverCmd(), sim.Command()
+	addProfileFlag(srv)
+	addProfileFlag(simCmd)
+	root.AddCommand(srv, devCmd(), ctl.Command(), simCmd)
 }
 
 var serverFlagKeys = map[string]string{

@@ -56,6 +56,7 @@ func Load(cfg any, src Source) error {
 		if err := fk.Load(file.Provider(src.File), yaml.Parser()); err != nil {
 			return fmt.Errorf("config file %s: %w", src.File, err)
 		}
+		dropEmptySections(fk, defaults)
 		if err := checkKeys(fk.Keys(), defaults, "config file "+src.File); err != nil {
 			return err
 		}
@@ -102,6 +103,7 @@ func Load(cfg any, src Source) error {
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			durationWithUnit,
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
 		),
@@ -110,6 +112,23 @@ func Load(cfg any, src Source) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	return nil
+}
+
+// durationWithUnit refuses a bare number for a duration: YAML reads
+// `timeout: 90` as an integer, which would otherwise decode as 90ns.
+func durationWithUnit(from, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		if !reflect.ValueOf(data).IsZero() {
+			return nil, fmt.Errorf("%v has no unit: want a duration such as 90s", data)
+		}
+	}
+	return data, nil
 }
 
 // listValue splits comma-separated values for list keys.
@@ -130,6 +149,27 @@ func listValue(def any, val string) any {
 // EnvName is the environment variable for a key.
 func EnvName(prefix, key string) string {
 	return prefix + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
+}
+
+// dropEmptySections removes sections left empty, such as `server:` with
+// every entry commented out (which YAML reads as null) or `tls: {}`: the
+// section keeps its defaults instead of being reported as an unknown key.
+func dropEmptySections(fk *koanf.Koanf, known map[string]any) {
+	for _, k := range fk.Keys() {
+		if _, ok := known[k]; ok {
+			continue
+		}
+		v := fk.Get(k)
+		if m, isMap := v.(map[string]any); v != nil && (!isMap || len(m) > 0) {
+			continue
+		}
+		for kk := range known {
+			if strings.HasPrefix(kk, k+".") {
+				fk.Delete(k)
+				break
+			}
+		}
+	}
 }
 
 func checkKeys(got []string, known map[string]any, where string) error {

@@ -1,0 +1,127 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/yagura/yagura/internal/secret"
+)
+
+// staticAuth knows one bearer credential.
+type staticAuth struct{ bearer, principal string }
+
+func (s staticAuth) Authenticate(_ context.Context, bearer string) (string, bool) {
+	return s.principal, bearer == s.bearer
+}
+
+type pingOut struct {
+	Body struct {
+		Principal string `json:"principal"`
+	}
+}
+
+func ping(ctx context.Context, _ *struct{}) (*pingOut, error) {
+	out := &pingOut{}
+	out.Body.Principal = Principal(ctx)
+	return out, nil
+}
+
+func newTestAPI(t *testing.T) (*API, *http.ServeMux) {
+	t.Helper()
+	mux := http.NewServeMux()
+	// The handlers under test never reach the store or the fleet.
+	a := New(mux, Deps{Auth: staticAuth{"yak_good", "admin"}, Log: slog.New(slog.DiscardHandler)})
+	return a, mux
+}
+
+func TestRegisterRequiresPermission(t *testing.T) {
+	a, _ := newTestAPI(t)
+	defer func() {
+		if recover() == nil {
+			t.Error("registering an operation without a permission did not panic")
+		}
+	}()
+	register(a, "", huma.Operation{OperationID: "open", Method: http.MethodGet, Path: "/api/v1/open"}, ping)
+}
+
+func TestAuthorize(t *testing.T) {
+	a, mux := newTestAPI(t)
+	register(a, PermCARead, huma.Operation{OperationID: "guarded", Method: http.MethodGet, Path: "/api/v1/guarded"}, ping)
+	// Registered around register(): denied to everyone.
+	huma.Register(a.api, huma.Operation{OperationID: "undeclared", Method: http.MethodGet, Path: "/api/v1/undeclared"}, ping)
+
+	tests := []struct {
+		name, path, auth string
+		status           int
+	}{
+		{"guarded, no credential", "/api/v1/guarded", "", http.StatusUnauthorized},
+		{"guarded, wrong credential", "/api/v1/guarded", "Bearer yak_bad", http.StatusUnauthorized},
+		{"guarded, other scheme", "/api/v1/guarded", "Basic yak_good", http.StatusUnauthorized},
+		{"guarded, empty bearer", "/api/v1/guarded", "Bearer ", http.StatusUnauthorized},
+		{"guarded, admin", "/api/v1/guarded", "Bearer yak_good", http.StatusOK},
+		{"guarded, admin with spaces", "/api/v1/guarded", "Bearer  yak_good ", http.StatusOK},
+		{"undeclared, admin", "/api/v1/undeclared", "Bearer yak_good", http.StatusForbidden},
+		{"undeclared, no credential", "/api/v1/undeclared", "", http.StatusForbidden},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tc.path, nil)
+			if tc.auth != "" {
+				r.Header.Set("Authorization", tc.auth)
+			}
+			w := httptest.NewRecorder()
+			mux.ServeHTTP(w, r)
+			if w.Code != tc.status {
+				t.Fatalf("got %d %s, want %d", w.Code, w.Body, tc.status)
+			}
+			if w.Code == http.StatusOK {
+				if want := `{"principal":"admin"}`; w.Body.String() != want+"\n" {
+					t.Errorf("body %s, want %s", w.Body, want)
+				}
+				return
+			}
+			if ct := w.Header().Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if w.Code == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
+
+func TestKeyAuth(t *testing.T) {
+	plain, hash, err := secret.New("yak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func(m map[string]string, err error) KeyAuth {
+		return KeyAuth{Load: func(context.Context) (map[string]string, error) { return m, err }}
+	}
+	tests := []struct {
+		name   string
+		auth   KeyAuth
+		bearer string
+		want   bool
+	}{
+		{"right key", stored(map[string]string{SettingAdminKey: hash}, nil), plain, true},
+		{"wrong key", stored(map[string]string{SettingAdminKey: hash}, nil), plain + "x", false},
+		{"the hash itself", stored(map[string]string{SettingAdminKey: hash}, nil), hash, false},
+		{"no key stored", stored(map[string]string{}, nil), "", false},
+		{"store down", stored(map[string]string{SettingAdminKey: hash}, errors.New("down")), plain, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, ok := tc.auth.Authenticate(t.Context(), tc.bearer)
+			if ok != tc.want || (ok && p != "admin") {
+				t.Errorf("got %q %v, want %v", p, ok, tc.want)
+			}
+		})
+	}
+}

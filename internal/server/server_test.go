@@ -1,0 +1,828 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/yagura/yagura/internal/agent"
+	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/proto"
+	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/settings"
+)
+
+// manager is a manager running in this process on a loopback port, with an
+// HTTPS client that pins its CA.
+type manager struct {
+	*server.Info
+	cfg    server.Config
+	client *http.Client
+	// stop cancels Run and checks that it returns nil within a few seconds.
+	// It is idempotent and also runs at cleanup.
+	stop func()
+}
+
+// testConfig is a manager configuration with its own data folder and port.
+func testConfig(t *testing.T) server.Config {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Store.Driver = "sqlite"
+	return cfg
+}
+
+func newManager(t *testing.T) *manager {
+	t.Helper()
+	return startManager(t, testConfig(t), server.Options{Version: "test"})
+}
+
+func startManager(t *testing.T, cfg server.Config, opts server.Options) *manager {
+	t.Helper()
+	srv, err := server.New(cfg, opts, testLogger(t))
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("manager stopped before it was ready: %v", err)
+	case <-time.After(15 * time.Second):
+		cancel()
+		t.Fatal("manager not ready after 15s")
+	}
+	info := srv.Info()
+	m := &manager{Info: info, cfg: cfg, client: pinnedClient(t, info.CAFingerprint)}
+	var once sync.Once
+	m.stop = func() {
+		once.Do(func() {
+			cancel()
+			m.client.CloseIdleConnections()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("manager Run returned %v after cancel, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("manager still running 5s after cancel")
+				<-done // do not let it log into a finished test
+			}
+		})
+	}
+	t.Cleanup(m.stop)
+	return m
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func pinnedClient(t *testing.T, fingerprint string) *http.Client {
+	t.Helper()
+	tc, err := pki.PinnedClientConfig(fingerprint, "127.0.0.1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
+}
+
+// response is an HTTP answer, read whole.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) String() string { return fmt.Sprintf("%d %.500s", r.status, r.body) }
+
+// request sends body (nil: none; []byte: as is; anything else: as JSON)
+// with the given bearer credential ("": none).
+func (m *manager) request(t *testing.T, method, path, bearer string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, m.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// call is an administrator's API call that must answer want; the body is
+// decoded into out when out is not nil.
+func (m *manager) call(t *testing.T, method, path string, body any, want int, out any) response {
+	t.Helper()
+	r := m.request(t, method, path, m.AdminKey, body)
+	if r.status != want {
+		t.Fatalf("%s %s: got %s, want status %d", method, path, r, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.body, out); err != nil {
+			t.Fatalf("%s %s: decode %s: %v", method, path, r.body, err)
+		}
+	}
+	return r
+}
+
+// problem decodes an RFC 9457 problem, checking its media type.
+func problem(t *testing.T, r response) map[string]any {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("Content-Type %q, want application/problem+json (%s)", ct, r)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(r.body, &p); err != nil {
+		t.Fatalf("problem body %s: %v", r.body, err)
+	}
+	if got, _ := p["status"].(float64); int(got) != r.status {
+		t.Errorf("problem status %v, response status %d", p["status"], r.status)
+	}
+	return p
+}
+
+func (m *manager) settings(t *testing.T, kv map[string]string) {
+	t.Helper()
+	m.call(t, http.MethodPatch, "/api/v1/settings", kv, http.StatusOK, nil)
+}
+
+func (m *manager) createToken(t *testing.T, body api.TokenCreate) api.Token {
+	t.Helper()
+	var tok api.Token
+	m.call(t, http.MethodPost, "/api/v1/activation-tokens", body, http.StatusCreated, &tok)
+	if tok.Token == "" || tok.ID == "" {
+		t.Fatalf("created token without secret or ID: %+v", tok)
+	}
+	return tok
+}
+
+func (m *manager) computer(t *testing.T, id string) api.Computer {
+	t.Helper()
+	var c api.Computer
+	m.call(t, http.MethodGet, "/api/v1/computers/"+id, nil, http.StatusOK, &c)
+	return c
+}
+
+func (m *manager) alerts(t *testing.T, query string) []api.Alert {
+	t.Helper()
+	var out struct{ Items []api.Alert }
+	m.call(t, http.MethodGet, "/api/v1/alerts?"+query, nil, http.StatusOK, &out)
+	return out.Items
+}
+
+func (m *manager) enrollOptions(dir, token string) agent.EnrollOptions {
+	return agent.EnrollOptions{Manager: m.URL, Token: token, CAFingerprint: m.CAFingerprint, DataDir: dir, Version: "test"}
+}
+
+// enroll enrols an agent into a new data folder.
+func (m *manager) enroll(t *testing.T, token string) (string, *agent.Identity) {
+	t.Helper()
+	dir := t.TempDir()
+	id, err := agent.Enroll(t.Context(), m.enrollOptions(dir, token))
+	if err != nil {
+		t.Fatalf("enrol: %v", err)
+	}
+	return dir, id
+}
+
+// runAgent runs an agent until the returned function (also run at cleanup)
+// stops it.
+func runAgent(t *testing.T, cfg agent.Config) (stop func()) {
+	t.Helper()
+	a, err := agent.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("agent.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("agent Run returned %v, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("agent still running 5s after cancel")
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// agentClient speaks the agent protocol with id's certificate (nil: none).
+func (m *manager) agentClient(t *testing.T, id *agent.Identity) *agent.Client {
+	t.Helper()
+	opts := agent.ClientOptions{Manager: m.URL, CAFingerprint: m.CAFingerprint}
+	if id != nil {
+		cert, err := id.TLSCertificate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Cert, opts.Roots = cert, id.Roots()
+	}
+	c, err := agent.NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func heartbeat() *proto.Heartbeat {
+	return &proto.Heartbeat{V: proto.Version, Seq: 1, ClockMillis: time.Now().UnixMilli(), UptimeSeconds: 1}
+}
+
+// waitFor polls cond until it returns nil or the deadline passes; the last
+// error says what was seen instead.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func wantProblemCode(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	var pe *agent.ProblemError
+	if !errors.As(err, &pe) {
+		t.Fatalf("got %v, want a refusal %d %s", err, status, code)
+	}
+	if pe.Status != status || pe.Code != code {
+		t.Fatalf("got refusal %d %s (%s), want %d %s", pe.Status, pe.Code, pe.Detail, status, code)
+	}
+}
+
+// TestEveryOperationRequiresAuth walks the OpenAPI document so that a new
+// route cannot ship unguarded.
+func TestEveryOperationRequiresAuth(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+
+	r := m.request(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("openapi.json: %s", r)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(r.body, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	type operation struct {
+		OperationID string                `json:"operationId"`
+		RequestBody json.RawMessage       `json:"requestBody"`
+		Security    []map[string][]string `json:"security"`
+	}
+	methods := []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	n := 0
+	for path, item := range doc.Paths {
+		for method, raw := range item {
+			if !slices.Contains(methods, method) {
+				continue
+			}
+			var op operation
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+			n++
+			method := strings.ToUpper(method)
+			url := param.ReplaceAllString(path, "0191c2d0-dead-7000-8000-000000000000")
+			var body any
+			if op.RequestBody != nil {
+				body = []byte("{}")
+			}
+			t.Run(op.OperationID, func(t *testing.T) {
+				if !slices.ContainsFunc(op.Security, func(s map[string][]string) bool { _, ok := s["bearer"]; return ok }) {
+					t.Errorf("%s %s: the document does not declare bearer security", method, path)
+				}
+				for _, bearer := range []string{"", "yak_wrong", m.AdminKey + "x"} {
+					r := m.request(t, method, url, bearer, body)
+					if r.status != http.StatusUnauthorized {
+						t.Errorf("%s %s with bearer %q: got %s, want 401", method, url, bearer, r)
+						continue
+					}
+					problem(t, r)
+					if r.header.Get("WWW-Authenticate") == "" {
+						t.Errorf("%s %s: 401 without WWW-Authenticate", method, url)
+					}
+				}
+				r := m.request(t, method, url, m.AdminKey, body)
+				if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500 {
+					t.Errorf("%s %s as admin: got %s", method, url, r)
+				}
+			})
+		}
+	}
+	if n < 13 {
+		t.Errorf("the document lists %d operations; want at least the 13 of the first release", n)
+	}
+
+	// Other schemes and a bare "Bearer" are not credentials.
+	for _, auth := range []string{"Basic " + m.AdminKey, "Bearer", "Bearer ", "bearer"} {
+		req, _ := http.NewRequest(http.MethodGet, m.URL+"/api/v1/computers", nil)
+		req.Header.Set("Authorization", auth)
+		resp, err := m.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: got %d, want 401", auth, resp.StatusCode)
+		}
+	}
+}
+
+func TestMetricsAndProbes(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	for _, bearer := range []string{"", "yak_wrong"} {
+		if r := m.request(t, http.MethodGet, "/metrics", bearer, nil); r.status != http.StatusUnauthorized {
+			t.Errorf("/metrics with bearer %q: got %s, want 401", bearer, r)
+		}
+	}
+	r := m.request(t, http.MethodGet, "/metrics", m.AdminKey, nil)
+	if r.status != http.StatusOK || !bytes.Contains(r.body, []byte("yagura_computers{")) {
+		t.Errorf("/metrics as admin: got %s", r)
+	}
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready"} {
+		r := m.request(t, http.MethodGet, path, "", nil)
+		if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != want {
+			t.Errorf("%s: got %s, want 200 %s", path, r, want)
+		}
+	}
+}
+
+func TestTokensAndEnrolment(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	ctx := t.Context()
+
+	// Created first so that its second passes while the rest runs.
+	short := m.createToken(t, api.TokenCreate{ExpiresIn: "1s"})
+
+	tok := m.createToken(t, api.TokenCreate{Description: "two hosts", MaxUses: 2, ExpiresIn: "1h"})
+	if tok.State != "active" || tok.MaxUses != 2 || tok.ExpiresAt == nil || time.Until(*tok.ExpiresAt) < 59*time.Minute {
+		t.Errorf("created token: %+v", tok)
+	}
+	dir1, id1 := m.enroll(t, tok.Token)
+	_, id2 := m.enroll(t, tok.Token)
+	if id1.AgentID == id2.AgentID {
+		t.Errorf("two enrolments gave the same agent ID %s", id1.AgentID)
+	}
+	for _, id := range []*agent.Identity{id1, id2} {
+		cert, err := id.Certificate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := pki.AgentID(cert); err != nil || got != id.AgentID {
+			t.Errorf("certificate bound to %q (%v), want %s", got, err, id.AgentID)
+		}
+		if id.CAFingerprint != m.CAFingerprint {
+			t.Errorf("identity pins %s, want %s", id.CAFingerprint, m.CAFingerprint)
+		}
+		c := m.computer(t, id.AgentID)
+		if c.State != "active" || c.Status != "pending" || c.TokenID != tok.ID {
+			t.Errorf("new computer: %+v", c)
+		}
+	}
+
+	refused := func(token, code string) {
+		t.Helper()
+		dir := t.TempDir()
+		_, err := agent.Enroll(ctx, m.enrollOptions(dir, token))
+		wantProblemCode(t, err, http.StatusForbidden, code)
+		if _, err := agent.LoadIdentity(dir); !errors.Is(err, agent.ErrNotEnrolled) {
+			t.Errorf("a refused enrolment left an identity behind: %v", err)
+		}
+	}
+	refused(tok.Token, proto.CodeTokenUsedUp)
+	var got api.Token
+	m.call(t, http.MethodGet, "/api/v1/activation-tokens/"+tok.ID, nil, http.StatusOK, &got)
+	if got.Uses != 2 || got.State != "used-up" || got.Token != "" {
+		t.Errorf("token after two uses: %+v", got)
+	}
+
+	refused("yat_"+strings.Repeat("a", 32), proto.CodeTokenUnknown)
+
+	revoked := m.createToken(t, api.TokenCreate{})
+	m.call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusOK, &got)
+	if got.State != "revoked" || got.RevokedAt == nil {
+		t.Errorf("revoked token: %+v", got)
+	}
+	refused(revoked.Token, proto.CodeTokenRevoked)
+	problem(t, m.call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusConflict, nil))
+
+	// Re-enrolment.
+	again := m.createToken(t, api.TokenCreate{})
+	if _, err := agent.Enroll(ctx, m.enrollOptions(dir1, again.Token)); !errors.Is(err, agent.ErrAlreadyEnrolled) {
+		t.Errorf("enrol over an identity without Force: got %v, want ErrAlreadyEnrolled", err)
+	}
+	if cur, err := agent.LoadIdentity(dir1); err != nil || cur.AgentID != id1.AgentID {
+		t.Errorf("the refused re-enrolment changed the identity: %v %v", cur, err)
+	}
+	opts := m.enrollOptions(dir1, again.Token)
+	opts.Force = true
+	id3, err := agent.Enroll(ctx, opts)
+	if err != nil {
+		t.Fatalf("enrol with Force: %v", err)
+	}
+	if id3.AgentID == id1.AgentID {
+		t.Errorf("Force kept agent ID %s", id3.AgentID)
+	}
+	if cur, err := agent.LoadIdentity(dir1); err != nil || cur.AgentID != id3.AgentID {
+		t.Errorf("identity on disk after Force: %v %v, want agent %s", cur, err, id3.AgentID)
+	}
+
+	if d := time.Until(*short.ExpiresAt); d > 0 {
+		time.Sleep(d + 100*time.Millisecond)
+	}
+	refused(short.Token, proto.CodeTokenExpired)
+	m.call(t, http.MethodGet, "/api/v1/activation-tokens/"+short.ID, nil, http.StatusOK, &got)
+	if got.State != "expired" || got.Uses != 0 {
+		t.Errorf("expired token: %+v", got)
+	}
+}
+
+func TestHeartbeatsAndLiveness(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	m.settings(t, map[string]string{settings.KeyHeartbeatInterval: "1s", settings.KeyOfflineAfter: "2"})
+	tok := m.createToken(t, api.TokenCreate{})
+	dir, id := m.enroll(t, tok.Token)
+
+	stop := runAgent(t, agent.Config{DataDir: dir, Version: "test"})
+	waitFor(t, 10*time.Second, "computer online", func() error {
+		if c := m.computer(t, id.AgentID); c.Status != "online" {
+			return fmt.Errorf("status %s", c.Status)
+		}
+		return nil
+	})
+	var list struct{ Items []api.Computer }
+	m.call(t, http.MethodGet, "/api/v1/computers?status=online", nil, http.StatusOK, &list)
+	if len(list.Items) != 1 || list.Items[0].ID != id.AgentID {
+		t.Fatalf("online computers: %+v", list.Items)
+	}
+	c := list.Items[0]
+	host, _ := os.Hostname()
+	inv := agent.Inventory("test")
+	if c.Hostname != host || c.OS != runtime.GOOS || c.AgentVersion != "test" || c.LastSeen == nil {
+		t.Errorf("computer: %+v", c)
+	}
+	if diff := cmp.Diff(c.IPs, inv.IPs, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("IPs (-got +want)\n%s", diff)
+	}
+	if len(m.alerts(t, "computer="+id.AgentID)) != 0 {
+		t.Errorf("alerts for a healthy computer")
+	}
+
+	stop()
+	var offline api.Alert
+	waitFor(t, 6*time.Second, "computer-offline alert", func() error {
+		as := m.alerts(t, "type=computer-offline&computer="+id.AgentID)
+		if len(as) != 1 {
+			return fmt.Errorf("open alerts %+v", as)
+		}
+		offline = as[0]
+		return nil
+	})
+	if offline.Severity != "critical" || !offline.Open || !strings.Contains(offline.Message, host) {
+		t.Errorf("offline alert: %+v", offline)
+	}
+	if c := m.computer(t, id.AgentID); c.Status != "offline" || c.Missed < 2 {
+		t.Errorf("stopped computer: status %s, missed %d", c.Status, c.Missed)
+	}
+
+	runAgent(t, agent.Config{DataDir: dir, Version: "test"})
+	waitFor(t, 10*time.Second, "offline alert cleared", func() error {
+		var a api.Alert
+		m.call(t, http.MethodGet, "/api/v1/alerts/"+offline.ID, nil, http.StatusOK, &a)
+		if a.Open {
+			return errors.New("still open")
+		}
+		offline = a
+		return nil
+	})
+	if offline.ClearedBy != "system" || offline.ClearedAt == nil {
+		t.Errorf("cleared alert: %+v", offline)
+	}
+	waitFor(t, 5*time.Second, "computer online again", func() error {
+		if c := m.computer(t, id.AgentID); c.Status != "online" {
+			return fmt.Errorf("status %s", c.Status)
+		}
+		return nil
+	})
+}
+
+func TestClockDrift(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	m.settings(t, map[string]string{settings.KeyHeartbeatInterval: "1s", settings.KeyMaxClockDrift: "1m"})
+	tok := m.createToken(t, api.TokenCreate{})
+	dir, id := m.enroll(t, tok.Token)
+	runAgent(t, agent.Config{DataDir: dir, Version: "test", ClockOffset: 10 * time.Minute})
+
+	var drift api.Alert
+	waitFor(t, 10*time.Second, "clock-drift alert", func() error {
+		as := m.alerts(t, "type=clock-drift&computer="+id.AgentID)
+		if len(as) != 1 {
+			return fmt.Errorf("open alerts %+v", as)
+		}
+		drift = as[0]
+		return nil
+	})
+	if drift.Severity != "warning" || !strings.Contains(drift.Message, "10m") {
+		t.Errorf("clock-drift alert: %+v", drift)
+	}
+	// The status follows once the fleet has reread the open alerts.
+	waitFor(t, 5*time.Second, "drifting computer in warning", func() error {
+		if c := m.computer(t, id.AgentID); c.Status != "warning" {
+			return fmt.Errorf("status %s", c.Status)
+		}
+		return nil
+	})
+	if c := m.computer(t, id.AgentID); c.ClockOffsetS < 590 || c.ClockOffsetS > 610 {
+		t.Errorf("drifting computer: clock offset %vs, want about 600s", c.ClockOffsetS)
+	}
+
+	var cleared api.Alert
+	m.call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusOK, &cleared)
+	if cleared.Open || cleared.ClearedBy != "admin" || cleared.ClearedAt == nil {
+		t.Errorf("cleared alert: %+v", cleared)
+	}
+	p := problem(t, m.call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusConflict, nil))
+	if !strings.Contains(fmt.Sprint(p["detail"]), "already cleared") {
+		t.Errorf("second clear: %v", p)
+	}
+	problem(t, m.call(t, http.MethodPost, "/api/v1/alerts/0191c2d0-dead-7000-8000-000000000000/clear", nil, http.StatusNotFound, nil))
+}
+
+func TestDeactivation(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	tok := m.createToken(t, api.TokenCreate{})
+	_, id := m.enroll(t, tok.Token)
+	ctx := t.Context()
+
+	client := m.agentClient(t, id)
+	if _, err := client.Heartbeat(ctx, heartbeat()); err != nil {
+		t.Fatalf("heartbeat before deactivation: %v", err)
+	}
+	var c api.Computer
+	m.call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusOK, &c)
+	if c.State != "deactivated" || c.Status != "deactivated" || c.DeactivatedAt == nil {
+		t.Errorf("deactivated computer: %+v", c)
+	}
+	_, err := client.Heartbeat(ctx, heartbeat())
+	wantProblemCode(t, err, http.StatusForbidden, proto.CodeAgentDeactivate)
+
+	csr, err := pki.CSRForKey(id.KeyPEM, "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Renew(ctx, &proto.RenewRequest{V: proto.Version, CSR: string(csr)})
+	wantProblemCode(t, err, http.StatusForbidden, proto.CodeAgentDeactivate)
+
+	problem(t, m.call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusConflict, nil))
+	problem(t, m.call(t, http.MethodPost, "/api/v1/computers/0191c2d0-dead-7000-8000-000000000000/deactivate", nil, http.StatusNotFound, nil))
+
+	anonymous := m.agentClient(t, nil)
+	_, err = anonymous.Heartbeat(ctx, heartbeat())
+	wantProblemCode(t, err, http.StatusUnauthorized, proto.CodeCertRequired)
+	_, err = anonymous.Renew(ctx, &proto.RenewRequest{V: proto.Version, CSR: string(csr)})
+	wantProblemCode(t, err, http.StatusUnauthorized, proto.CodeCertRequired)
+}
+
+func TestSettingsValidation(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	var before map[string]string
+	m.call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &before)
+	if diff := cmp.Diff(before, settings.Default().Map()); diff != "" {
+		t.Fatalf("initial settings (-got +want)\n%s", diff)
+	}
+	storedBefore, err := m.Store.Settings(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		changes map[string]string
+		key     string
+	}{
+		{"unknown key", map[string]string{"heartbeat.intervall": "1s"}, "heartbeat.intervall"},
+		{"interval too short", map[string]string{settings.KeyHeartbeatInterval: "1ms"}, settings.KeyHeartbeatInterval},
+		{"one bad among good", map[string]string{settings.KeyHeartbeatInterval: "5s", settings.KeyOfflineAfter: "0"}, settings.KeyOfflineAfter},
+		{"good with unknown", map[string]string{settings.KeyMaxClockDrift: "1m", "bogus": "x"}, "bogus"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := m.call(t, http.MethodPatch, "/api/v1/settings", tc.changes, http.StatusUnprocessableEntity, nil)
+			problem(t, r)
+			var p struct {
+				Detail string
+				Errors []struct{ Message, Location string }
+			}
+			if err := json.Unmarshal(r.body, &p); err != nil || len(p.Errors) == 0 {
+				t.Fatalf("problem %s: %v", r.body, err)
+			}
+			if !strings.Contains(p.Errors[0].Message, `"`+tc.key+`"`) {
+				t.Errorf("problem does not name %q: %s", tc.key, r.body)
+			}
+		})
+	}
+
+	var after map[string]string
+	m.call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &after)
+	if diff := cmp.Diff(after, before); diff != "" {
+		t.Errorf("settings changed by refused updates (-got +want)\n%s", diff)
+	}
+	storedAfter, err := m.Store.Settings(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(storedAfter, storedBefore); diff != "" {
+		t.Errorf("stored settings changed by refused updates (-got +want)\n%s", diff)
+	}
+
+	// A good change is stored and effective.
+	var got map[string]string
+	m.call(t, http.MethodPatch, "/api/v1/settings", map[string]string{settings.KeyOfflineAfter: "unlimited"}, http.StatusOK, &got)
+	if got[settings.KeyOfflineAfter] != "unlimited" || got[settings.KeyHeartbeatInterval] != before[settings.KeyHeartbeatInterval] {
+		t.Errorf("after a good change: %v", got)
+	}
+}
+
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	m := startManager(t, cfg, server.Options{})
+	if m.AdminKey == "" {
+		t.Fatal("first start created no admin key")
+	}
+	tok := m.createToken(t, api.TokenCreate{})
+	_, id := m.enroll(t, tok.Token)
+	if _, err := m.agentClient(t, id).Heartbeat(t.Context(), heartbeat()); err != nil {
+		t.Fatal(err)
+	}
+	fingerprint := m.CAFingerprint
+	m.stop()
+
+	m2 := startManager(t, cfg, server.Options{})
+	if m2.CAFingerprint != fingerprint {
+		t.Errorf("CA changed across restart: %s, was %s", m2.CAFingerprint, fingerprint)
+	}
+	if m2.AdminKey != "" {
+		t.Errorf("restart created a new admin key")
+	}
+	f, err := credentials.Load(m2.CredentialsPath)
+	if err != nil {
+		t.Fatalf("credentials file: %v", err)
+	}
+	if f.URL != m2.URL || f.CAFingerprint != fingerprint || f.Token != m.AdminKey {
+		t.Errorf("credentials file: url %s fp %s, want %s %s and the first key", f.URL, f.CAFingerprint, m2.URL, fingerprint)
+	}
+	m2.AdminKey = f.Token
+	var list struct{ Items []api.Computer }
+	m2.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, &list)
+	if len(list.Items) != 1 || list.Items[0].ID != id.AgentID || list.Items[0].LastSeen == nil {
+		t.Errorf("computers after restart: %+v", list.Items)
+	}
+	// The agent's certificate still works with the restarted manager.
+	if _, err := m2.agentClient(t, id).Heartbeat(t.Context(), heartbeat()); err != nil {
+		t.Errorf("heartbeat after restart: %v", err)
+	}
+	m2.stop()
+
+	// --reset-admin-key replaces the key and the file; the old key stops
+	// working.
+	m3 := startManager(t, cfg, server.Options{ResetAdminKey: true})
+	if m3.AdminKey == "" || m3.AdminKey == f.Token {
+		t.Fatalf("reset gave key %q", m3.AdminKey)
+	}
+	if r := m3.request(t, http.MethodGet, "/api/v1/computers", f.Token, nil); r.status != http.StatusUnauthorized {
+		t.Errorf("old key after reset: got %s, want 401", r)
+	}
+	m3.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, nil)
+	if f, err := credentials.Load(m3.CredentialsPath); err != nil || f.Token != m3.AdminKey {
+		t.Errorf("credentials file after reset: %v %v", f, err)
+	}
+	if m3.CAFingerprint != fingerprint {
+		t.Errorf("reset changed the CA")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := func(c *server.Config) {}
+	tests := []struct {
+		name   string
+		modify func(*server.Config)
+		want   []string // substrings of the error; none: valid
+	}{
+		{"default", ok, nil},
+		{"listen port only", func(c *server.Config) { c.HTTP.Listen = ":8443" }, nil},
+		{"postgres with dsn", func(c *server.Config) { c.Store.Driver, c.Store.DSN = "postgres", "postgres://u@h/db" }, nil},
+		{"cert and key", func(c *server.Config) { c.HTTP.CertFile, c.HTTP.KeyFile = "a.crt", "a.key" }, nil},
+		{"no data dir", func(c *server.Config) { c.DataDir = "" }, []string{"data_dir: required"}},
+		{"listen without port", func(c *server.Config) { c.HTTP.Listen = "127.0.0.1" }, []string{`http.listen "127.0.0.1"`}},
+		{"listen empty", func(c *server.Config) { c.HTTP.Listen = "" }, []string{`http.listen ""`}},
+		{"postgres without dsn", func(c *server.Config) { c.Store.Driver = "postgres" }, []string{"store.dsn: required for the postgres driver"}},
+		{"unknown driver", func(c *server.Config) { c.Store.Driver = "mysql" }, []string{`store.driver "mysql"`}},
+		{"cert without key", func(c *server.Config) { c.HTTP.CertFile = "a.crt" }, []string{"give both or neither"}},
+		{"key without cert", func(c *server.Config) { c.HTTP.KeyFile = "a.key" }, []string{"give both or neither"}},
+		{"agent certs too short", func(c *server.Config) { c.Gateway.AgentCertValidity = 30 * time.Minute }, []string{"gateway.agent_cert_validity 30m0s: at least 1h"}},
+		{"server cert too short", func(c *server.Config) { c.PKI.ServerCertValidity = time.Minute }, []string{"server_cert_validity"}},
+		{"server cert outlives CA", func(c *server.Config) { c.PKI.CAValidity = c.PKI.ServerCertValidity / 2 }, []string{"no longer than ca_validity"}},
+		{"flush never", func(c *server.Config) { c.Fleet.FlushEvery = 0 }, []string{"fleet.flush_every"}},
+		{"persist never", func(c *server.Config) { c.Fleet.PersistSeenEvery = -time.Second }, []string{"persist_seen_every"}},
+		{"idle timeout", func(c *server.Config) { c.HTTP.IdleTimeout = 0 }, []string{"http.idle_timeout"}},
+		{"every error at once", func(c *server.Config) {
+			c.DataDir, c.HTTP.Listen, c.Store.Driver = "", "x", "postgres"
+		}, []string{"data_dir", "http.listen", "store.dsn"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := server.DefaultConfig()
+			cfg.DataDir = "/var/lib/yagura-test"
+			tc.modify(&cfg)
+			err := cfg.Validate()
+			_, newErr := server.New(cfg, server.Options{}, slog.New(slog.DiscardHandler))
+			if len(tc.want) == 0 {
+				if err != nil || newErr != nil {
+					t.Errorf("got %v / %v, want valid", err, newErr)
+				}
+				return
+			}
+			if err == nil || newErr == nil {
+				t.Fatalf("got %v / %v, want an error containing %q", err, newErr, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
