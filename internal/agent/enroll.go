@@ -43,7 +43,8 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	if notify == nil {
 		notify = func(string) {}
 	}
-	if old, err := LoadIdentity(o.DataDir); err == nil {
+	old, err := LoadIdentity(o.DataDir)
+	if err == nil {
 		if !o.Force {
 			return nil, fmt.Errorf("%w as agent %s with manager %s; pass --force to discard that identity and enrol again", ErrAlreadyEnrolled, old.AgentID, old.Manager)
 		}
@@ -83,7 +84,17 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := NewClient(ClientOptions{Manager: o.Manager, CAFingerprint: pin})
+	// Re-enrolling with the same manager: present the old certificate, so
+	// the manager retires the old computer record instead of leaving it to
+	// go offline forever. Only a certificate that manager would accept is
+	// presented; anything else would fail the handshake.
+	copts := ClientOptions{Manager: o.Manager, CAFingerprint: pin}
+	if old != nil && old.Manager == o.Manager && old.CAFingerprint == pin {
+		if c, err := old.Certificate(); err == nil && time.Now().Before(c.NotAfter) {
+			copts.Cert, _ = old.TLSCertificate()
+		}
+	}
+	client, err := NewClient(copts)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +110,8 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	if _, err := id.TLSCertificate(); err != nil {
 		return nil, fmt.Errorf("manager returned an unusable certificate: %w", err)
 	}
-	if o.Force {
-		if err := RemoveIdentity(o.DataDir); err != nil {
-			return nil, err
-		}
-	}
+	// Save replaces every file, identity.json last: no need to remove the
+	// old identity first and risk being left with none.
 	if err := id.Save(o.DataDir); err != nil {
 		return nil, err
 	}

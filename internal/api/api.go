@@ -148,21 +148,31 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 		_ = huma.WriteErr(a.api, ctx, http.StatusForbidden, "operation has no declared permission")
 		return
 	}
-	auth := ctx.Header("Authorization")
-	bearer, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || bearer == "" {
+	bearer, ok := BearerToken(ctx.Header("Authorization"))
+	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)
 		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized,
 			"missing bearer credential: send `Authorization: Bearer <admin API key>` (see admin-credentials.json in the data folder)")
 		return
 	}
-	principal, ok := a.d.Auth.Authenticate(ctx.Context(), strings.TrimSpace(bearer))
+	principal, ok := a.d.Auth.Authenticate(ctx.Context(), bearer)
 	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura", error="invalid_token"`)
 		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized, "invalid bearer credential")
 		return
 	}
 	next(huma.WithValue(ctx, principalKey{}, principal))
+}
+
+// BearerToken extracts the credential of an RFC 6750 Authorization header.
+// The scheme is case-insensitive (RFC 9110 §11.1).
+func BearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 // storeErr turns store errors into problems that say what was not found or

@@ -56,15 +56,21 @@ func Save(path string, f *File) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write credentials: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+	// CreateTemp makes a fresh 0600 file, so the secret is never, even
+	// briefly, in a file others can read.
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
 		return fmt.Errorf("write credentials: %w", err)
 	}
-	// WriteFile keeps the mode of an existing file; insist on 0600.
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
 		return fmt.Errorf("write credentials: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write credentials: %w", err)
 	}
 	return nil

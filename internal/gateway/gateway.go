@@ -34,12 +34,14 @@ type Store interface {
 	EnrollComputer(ctx context.Context, tokenHash string, now time.Time, c store.Computer) (store.Token, error)
 	GetComputer(ctx context.Context, id string) (store.Computer, error)
 	SetComputerCert(ctx context.Context, id, serial string, notAfter time.Time) error
+	DeactivateComputer(ctx context.Context, id string, at time.Time) (store.Computer, error)
 }
 
 // Fleet is the live view heartbeats go to.
 type Fleet interface {
 	Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (fleet.Reply, error)
 	Add(c store.Computer)
+	Deactivate(id string)
 	Settings() settings.Settings
 }
 
@@ -152,11 +154,33 @@ func (g *Gateway) enroll(w http.ResponseWriter, r *http.Request) {
 	c.TokenID = tok.ID
 	g.fleet.Add(c)
 	g.enrolments.WithLabelValues("ok").Inc()
-	g.log.Info("agent enrolled", "agent", c.ID, "hostname", c.Hostname, "remote", r.RemoteAddr, "token", tok.ID)
+	replaced := g.retire(r, c.ID, now)
+	g.log.Info("agent enrolled", "agent", c.ID, "hostname", c.Hostname, "remote", r.RemoteAddr, "token", tok.ID, "replaces", replaced)
 	reply(w, proto.EnrollResponse{
 		V: proto.Version, AgentID: c.ID, Certificate: string(pki.CertificatePEM(cert)), CA: g.caPEM,
-		HeartbeatMillis: proto.Millis(g.fleet.Settings().HeartbeatInterval),
+		HeartbeatMillis: proto.Millis(g.fleet.Settings().HeartbeatInterval), Replaced: replaced,
 	})
+}
+
+// retire deactivates the computer whose still-valid certificate a
+// re-enrolling host presented, so the old record does not linger as a
+// computer that is offline forever. It returns the retired ID, if any.
+func (g *Gateway) retire(r *http.Request, newID string, now time.Time) string {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return ""
+	}
+	old, err := pki.AgentID(r.TLS.VerifiedChains[0][0])
+	if err != nil || old == newID {
+		return ""
+	}
+	if _, err := g.store.DeactivateComputer(r.Context(), old, now); err != nil && !errors.Is(err, store.ErrConflict) {
+		if !errors.Is(err, store.ErrNotFound) {
+			g.log.Error("retire the re-enrolled computer", "agent", old, "err", err)
+		}
+		return ""
+	}
+	g.fleet.Deactivate(old)
+	return old
 }
 
 // tokenProblem turns a token refusal into what the agent is told. The texts

@@ -84,6 +84,21 @@ func (s *memStore) SetComputerCert(_ context.Context, id, serial string, notAfte
 	return nil
 }
 
+func (s *memStore) DeactivateComputer(_ context.Context, id string, at time.Time) (store.Computer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.computers[id]
+	if !ok {
+		return store.Computer{}, fmt.Errorf("deactivate computer %q: %w", id, store.ErrNotFound)
+	}
+	if c.State == store.ComputerDeactivated {
+		return c, fmt.Errorf("deactivate computer %q: %w", id, store.ErrConflict)
+	}
+	c.State, c.DeactivatedAt = store.ComputerDeactivated, at
+	s.computers[id] = c
+	return c, nil
+}
+
 func (s *memStore) addToken(t store.Token, plain string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -275,9 +290,9 @@ func TestEnroll(t *testing.T) {
 	}{
 		{"malformed JSON", []byte(`{"v":1,"token":yat_x}`), 400, proto.CodeBadRequest, "malformed JSON at byte 16"},
 		{"wrong type", []byte(`{"v":"1"}`), 400, proto.CodeBadRequest, `field "v": want int, got JSON string`},
-		{"empty body", nil, 400, proto.CodeBadRequest, "empty or truncated"},
+		{"empty body", nil, 400, proto.CodeBadRequest, "body is empty"},
 		{"trailing data", append(mustJSON(t, enrollRequest(tokenUnlimited, valid)), "{}"...), 400, proto.CodeBadRequest, "unexpected data after"},
-		{"oversized", oversized("csr"), 400, proto.CodeBadRequest, "at most 64 KiB"},
+		{"oversized", oversized("csr"), 400, proto.CodeBadRequest, "larger than 64 KiB"},
 		{"old version", mustJSON(t, proto.EnrollRequest{Token: tokenUnlimited, CSR: valid}), 400, proto.CodeBadRequest, "v: unsupported"},
 		{"no token", mustJSON(t, enrollRequest("", valid)), 400, proto.CodeBadRequest, "token: missing"},
 		{"no hostname", mustJSON(t, proto.EnrollRequest{V: 1, Token: tokenUnlimited, CSR: valid}), 400, proto.CodeBadRequest, "inventory.hostname: missing"},
@@ -386,7 +401,7 @@ func TestHeartbeat(t *testing.T) {
 		{"certificate without agent ID", "", caOnly, ok, 401, proto.CodeCertRequired, "not bound to an agent ID"},
 		{"malformed JSON", "agent-1", nil, []byte(`{"v":1,,}`), 400, proto.CodeBadRequest, "heartbeat: malformed JSON at byte 8"},
 		{"wrong type", "agent-1", nil, []byte(`{"v":1,"clock":"now"}`), 400, proto.CodeBadRequest, `field "clock"`},
-		{"oversized", "agent-1", nil, oversized("pad"), 400, proto.CodeBadRequest, "at most 64 KiB"},
+		{"oversized", "agent-1", nil, oversized("pad"), 400, proto.CodeBadRequest, "larger than 64 KiB"},
 		{"no clock", "agent-1", nil, []byte(`{"v":1}`), 400, proto.CodeBadRequest, "clock: missing"},
 		{"bad inventory", "agent-1", nil, []byte(`{"v":1,"clock":1,"inv":{"os":"linux"}}`), 400, proto.CodeBadRequest, "inv.hostname: missing"},
 		{"unknown agent", "agent-gone", nil, ok, 403, proto.CodeAgentUnknown, "agent-gone is not known"},
@@ -448,7 +463,7 @@ func TestRenew(t *testing.T) {
 	}
 
 	wantProblem(t, e.serve(proto.PathRenew, req, nil), 401, proto.CodeCertRequired, "")
-	wantProblem(t, e.serve(proto.PathRenew, []byte(`{"csr":`), e.verified(t, "agent-1")), 400, proto.CodeBadRequest, "renewal request: body is empty or truncated")
+	wantProblem(t, e.serve(proto.PathRenew, []byte(`{"csr":`), e.verified(t, "agent-1")), 400, proto.CodeBadRequest, "renewal request: body is truncated")
 	wantProblem(t, e.serve(proto.PathRenew, mustJSON(t, proto.RenewRequest{V: 1, CSR: "x"}), e.verified(t, "agent-1")), 400, proto.CodeBadRequest, "renewal request: csr:")
 	wantProblem(t, e.serve(proto.PathRenew, req, e.verified(t, "agent-gone")), 403, proto.CodeAgentUnknown, "")
 	wantProblem(t, e.serve(proto.PathRenew, req, e.verified(t, "agent-off")), 403, proto.CodeAgentDeactivate, "")
@@ -504,4 +519,37 @@ func FuzzHeartbeatHandler(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkAnswer(t, e.serve(proto.PathHeartbeat, body, cs), 200, 400)
 	})
+}
+
+// TestEnrollRetiresPresentedIdentity: a host that re-enrols while still
+// holding a valid certificate retires its old computer record.
+func TestEnrollRetiresPresentedIdentity(t *testing.T) {
+	e := newEnv(t)
+	w := e.serve(proto.PathEnroll, mustJSON(t, enrollRequest(tokenUnlimited, newCSR(t))), nil)
+	if w.Code != http.StatusOK {
+		t.Fatalf("first enrolment: %d %s", w.Code, w.Body)
+	}
+	var first proto.EnrollResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Replaced != "" {
+		t.Fatalf("first enrolment replaced %q", first.Replaced)
+	}
+	w = e.serve(proto.PathEnroll, mustJSON(t, enrollRequest(tokenUnlimited, newCSR(t))), e.verified(t, first.AgentID))
+	var second proto.EnrollResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &second); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("second enrolment: %d %s", w.Code, w.Body)
+	}
+	if second.Replaced != first.AgentID || second.AgentID == first.AgentID {
+		t.Fatalf("second enrolment: agent %s replaced %q; want a new ID replacing %s", second.AgentID, second.Replaced, first.AgentID)
+	}
+	old, _ := e.store.GetComputer(context.Background(), first.AgentID)
+	if old.State != store.ComputerDeactivated {
+		t.Errorf("old computer state %q, want deactivated", old.State)
+	}
+	hb := mustJSON(t, proto.Heartbeat{V: 1, ClockMillis: time.Now().UnixMilli()})
+	if w := e.serve(proto.PathHeartbeat, hb, e.verified(t, first.AgentID)); w.Code != http.StatusForbidden {
+		t.Errorf("old identity heartbeat: %d, want 403", w.Code)
+	}
 }

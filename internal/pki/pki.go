@@ -251,9 +251,12 @@ func CSRForKey(keyPEM []byte, hostname string) ([]byte, error) {
 
 // AgentID returns the agent ID a certificate is bound to.
 func AgentID(cert *x509.Certificate) (string, error) {
+	// Read the parsed URN without rebuilding its string: this runs on
+	// every heartbeat.
+	const opaquePrefix = "yagura:agent:"
 	for _, u := range cert.URIs {
-		if s := u.String(); strings.HasPrefix(s, agentURIPrefix) {
-			return strings.TrimPrefix(s, agentURIPrefix), nil
+		if u.Scheme == "urn" && strings.HasPrefix(u.Opaque, opaquePrefix) && len(u.Opaque) > len(opaquePrefix) {
+			return u.Opaque[len(opaquePrefix):], nil
 		}
 	}
 	return "", errors.New("certificate is not bound to an agent ID")

@@ -9,11 +9,14 @@
 package proto
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -37,6 +40,7 @@ const (
 	maxString   = 255
 	maxIPs      = 64
 	maxCounters = 64
+	maxUptime   = 100 * 365 * 24 * 3600 // seconds; keeps the duration from overflowing
 )
 
 // Inventory describes the host. The agent sends it on its first heartbeat and
@@ -65,6 +69,9 @@ type EnrollResponse struct {
 	CA          string `json:"ca"`          // PEM, the manager CA that signs agent and server certificates
 	// HeartbeatMillis is the interval the agent should start with.
 	HeartbeatMillis int64 `json:"heartbeat_ms"`
+	// Replaced is the agent ID this enrolment retired: the host presented
+	// its previous, still valid certificate while re-enrolling.
+	Replaced string `json:"replaced,omitempty"`
 }
 
 // RenewRequest asks for a fresh certificate for the same key or a new one.
@@ -136,25 +143,41 @@ const (
 	CodeInternal        = "internal"
 )
 
-// Decode reads one JSON message of at most MaxBody bytes into v, refusing
-// trailing data.
+// bodies recycles request buffers: heartbeats arrive thousands of times a
+// second and are a few hundred bytes each.
+var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// Decode reads one JSON message of at most MaxBody bytes into v. Errors say
+// what is wrong and where (byte offset, field).
 func Decode(r io.Reader, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
-	if err := dec.Decode(v); err != nil {
+	buf := bodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bodies.Put(buf)
+	if _, err := buf.ReadFrom(io.LimitReader(r, MaxBody+1)); err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if buf.Len() > MaxBody {
+		return errors.New("body larger than 64 KiB")
+	}
+	b := buf.Bytes()
+	if len(bytes.TrimSpace(b)) == 0 {
+		return errors.New("body is empty")
+	}
+	// json.Unmarshal copies what it keeps, so the buffer can be reused.
+	if err := json.Unmarshal(b, v); err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
 		switch {
+		case errors.As(err, &se) && strings.Contains(se.Error(), "after top-level value"):
+			return fmt.Errorf("unexpected data after the JSON message at byte %d", se.Offset)
+		case errors.As(err, &se) && strings.Contains(se.Error(), "unexpected end of JSON input"):
+			return errors.New("body is truncated: the JSON message ends early")
 		case errors.As(err, &se):
 			return fmt.Errorf("malformed JSON at byte %d: %w", se.Offset, err)
 		case errors.As(err, &te):
 			return fmt.Errorf("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
-		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-			return errors.New("body is empty or truncated (at most 64 KiB)")
 		}
 		return err
-	}
-	if dec.More() {
-		return errors.New("unexpected data after the JSON message")
 	}
 	return nil
 }
@@ -167,8 +190,8 @@ func (h *Heartbeat) Validate() error {
 	if h.ClockMillis <= 0 {
 		return errors.New("clock: missing")
 	}
-	if h.UptimeSeconds < 0 {
-		return errors.New("up: negative uptime")
+	if h.UptimeSeconds < 0 || h.UptimeSeconds > maxUptime {
+		return fmt.Errorf("up: uptime %d s out of range", h.UptimeSeconds)
 	}
 	if len(h.Counters) > maxCounters {
 		return fmt.Errorf("ctr: %d counters, at most %d", len(h.Counters), maxCounters)

@@ -348,7 +348,7 @@ func (s *Server) bootstrapAdmin(ctx context.Context, db *store.DB, info *Info) e
 // requireBearer protects a plain handler with the API's authentication.
 func requireBearer(auth api.Authenticator, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		bearer, ok := cutBearer(r.Header.Get("Authorization"))
+		bearer, ok := api.BearerToken(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="yagura"`)
 			http.Error(w, "authentication required (or set http.metrics_anonymous: true)", http.StatusUnauthorized)
@@ -360,12 +360,4 @@ func requireBearer(auth api.Authenticator, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-func cutBearer(h string) (string, bool) {
-	const p = "Bearer "
-	if len(h) <= len(p) || h[:len(p)] != p {
-		return "", false
-	}
-	return h[len(p):], true
 }
