@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"time"
@@ -43,6 +44,7 @@ type Agent struct {
 	interval time.Duration
 	sentInv  *proto.Inventory
 	counters map[string]uint64
+	sentCtr  map[string]uint64 // counters as last acknowledged
 }
 
 // New loads the identity and prepares the client; it does no network I/O.
@@ -133,7 +135,11 @@ func (a *Agent) beat(ctx context.Context) error {
 		Seq:           a.seq,
 		ClockMillis:   time.Now().Add(a.cfg.ClockOffset).UnixMilli(),
 		UptimeSeconds: int64(hostUptime(a.started) / time.Second),
-		Counters:      a.counters,
+	}
+	// Counters travel only when they changed: most beats carry none, which
+	// keeps the heartbeat small.
+	if !maps.Equal(a.counters, a.sentCtr) {
+		hb.Counters = maps.Clone(a.counters)
 	}
 	inv := Inventory(a.cfg.Version)
 	if a.sentInv == nil || !sameInv(a.sentInv, &inv) {
@@ -145,7 +151,9 @@ func (a *Agent) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.counters["heartbeats"]++
+	if hb.Counters != nil {
+		a.sentCtr = hb.Counters
+	}
 	if hb.Inventory != nil {
 		a.sentInv = hb.Inventory
 	}

@@ -152,19 +152,34 @@ func (e *APIError) Error() string {
 // Do sends a request with an optional JSON body and decodes a JSON answer
 // into out (which may be nil).
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	b, err := c.Raw(ctx, method, path, query, in)
+	if err != nil {
+		return err
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decode answer from %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// Raw sends a request and returns the answer's body undecoded (for
+// /metrics and other non-JSON resources). Error answers become *APIError.
+func (c *Client) Raw(ctx context.Context, method, path string, query url.Values, in any) ([]byte, error) {
 	u := c.base.JoinPath(path)
 	u.RawQuery = query.Encode()
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
@@ -174,14 +189,14 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, pki.ErrPinMismatch) {
-			return fmt.Errorf("%w: check --ca-fingerprint / the credentials file", err)
+			return nil, fmt.Errorf("%w: check --ca-fingerprint / the credentials file", err)
 		}
-		return fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
+		return nil, fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode >= 300 {
 		e := &APIError{Status: resp.StatusCode}
@@ -191,12 +206,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 				e.Title = resp.Status
 			}
 		}
-		return e
+		return nil, e
 	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("decode answer from %s: %w", path, err)
-		}
-	}
-	return nil
+	return b, nil
 }

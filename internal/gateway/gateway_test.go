@@ -553,3 +553,26 @@ func TestEnrollRetiresPresentedIdentity(t *testing.T) {
 		t.Errorf("old identity heartbeat: %d, want 403", w.Code)
 	}
 }
+
+// BenchmarkHeartbeat measures the gateway's own work per heartbeat (no TLS,
+// no sockets): decoding, the fleet update and the answer.
+func BenchmarkHeartbeat(b *testing.B) {
+	e := newEnv(b)
+	w := e.serve(proto.PathEnroll, mustJSON(b, enrollRequest(tokenUnlimited, newCSR(b))), nil)
+	var enrolled proto.EnrollResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &enrolled); err != nil {
+		b.Fatal(err)
+	}
+	cs := e.verified(b, enrolled.AgentID)
+	body := mustJSON(b, proto.Heartbeat{V: 1, Seq: 2, ClockMillis: time.Now().UnixMilli(), UptimeSeconds: 86400})
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, proto.PathHeartbeat, bytes.NewReader(body))
+		r.TLS = cs
+		rec := httptest.NewRecorder()
+		e.mux.ServeHTTP(rec, r)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}

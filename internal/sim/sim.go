@@ -7,7 +7,6 @@ package sim
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,12 +45,16 @@ type Options struct {
 	StateDir    string // identities are kept here between runs
 	SourceIPs   int    // loopback source addresses to spread connections over
 	Progress    bool
+	// Client is "raw" (lean TLS client, the default) or "agent" (the real
+	// agent client with net/http).
+	Client string
 }
 
 // Result is what a run measured.
 type Result struct {
 	Agents            int     `json:"agents"`
 	Mode              string  `json:"mode"`
+	Client            string  `json:"client"`
 	TargetRate        float64 `json:"target_rate,omitempty"`
 	DurationS         float64 `json:"duration_s"`
 	Heartbeats        int64   `json:"heartbeats"`
@@ -60,6 +65,9 @@ type Result struct {
 	P999ms            float64 `json:"p999_ms"`
 	MaxMs             float64 `json:"max_ms"`
 	WireBytesPerBeat  float64 `json:"wire_bytes_per_heartbeat"`
+	// ManagerCPUPerBeat is the manager process's CPU time per heartbeat
+	// while measuring, from its /metrics (process_cpu_seconds_total).
+	ManagerCPUPerBeatUs float64 `json:"manager_cpu_us_per_heartbeat,omitempty"`
 	ConnectSeconds    float64 `json:"connect_s"`
 	FirstErrorMessage string  `json:"first_error,omitempty"`
 }
@@ -101,8 +109,8 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "agents %d, %s, %.0fs: %d heartbeats, %.0f/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.1f ms, errors %d, %.0f wire bytes/heartbeat\n",
-				res.Agents, res.Mode, res.DurationS, res.Heartbeats, res.Rate, res.P50ms, res.P99ms, res.P999ms, res.MaxMs, res.Errors, res.WireBytesPerBeat)
+			fmt.Fprintf(w, "agents %d, %s, %s client, %.0fs: %d heartbeats, %.0f/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.1f ms, errors %d, %.0f wire bytes/heartbeat, manager %.1f µs CPU/heartbeat\n",
+				res.Agents, res.Mode, res.Client, res.DurationS, res.Heartbeats, res.Rate, res.P50ms, res.P99ms, res.P999ms, res.MaxMs, res.Errors, res.WireBytesPerBeat, res.ManagerCPUPerBeatUs)
 			if res.FirstErrorMessage != "" {
 				fmt.Fprintf(w, "first error: %s\n", res.FirstErrorMessage)
 			}
@@ -123,6 +131,7 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 	f.IntVar(&o.SourceIPs, "source-ips", 4, "spread connections over 127.0.0.1..N (each gives ~28k ephemeral ports)")
 	f.StringVarP(&out, "output", "o", "text", "text or json")
 	f.BoolVar(&o.Progress, "progress", true, "show progress bars")
+	f.StringVar(&o.Client, "client", "raw", "raw: lean TLS client (measures the manager); agent: the real agent client (net/http)")
 	return cmd
 }
 
@@ -140,35 +149,31 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 	}
 	var wire atomic.Int64
 	dial := dialer(t.URL, o.SourceIPs, &wire)
-	clients := make([]*agent.Client, len(ids))
-	for i, id := range ids {
-		cert, err := tls.X509KeyPair([]byte(id.Cert), []byte(id.Key))
-		if err != nil {
-			return nil, fmt.Errorf("simulated identity %s: %w", id.AgentID, err)
-		}
-		clients[i], err = agent.NewClient(agent.ClientOptions{
-			Manager: t.URL, CAFingerprint: t.CAFingerprint, Cert: &cert, Dial: dial, IdleTimeout: time.Hour,
-		})
-		if err != nil {
-			return nil, err
-		}
+	var b beater
+	switch o.Client {
+	case "agent":
+		b, err = newAgentBeater(target{t.URL, t.CAFingerprint}, ids, dial)
+	case "raw", "":
+		o.Client = "raw"
+		b, err = newRawBeater(target{t.URL, t.CAFingerprint}, ids, dial)
+	default:
+		err = fmt.Errorf("--client %q: want raw or agent", o.Client)
 	}
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
 
 	// Connect every agent with its first (inventory-bearing) heartbeat.
 	start := time.Now()
-	bar := newBar(len(clients), "connecting agents", progress)
-	seq := make([]atomic.Uint64, len(clients))
+	bar := newBar(len(ids), "connecting agents", progress)
+	seq := make([]atomic.Uint64, len(ids))
 	var firstErr atomic.Value
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
-	for i := range clients {
+	for i := range ids {
 		g.Go(func() error {
-			if _, err := clients[i].Heartbeat(gctx, beat(i, seq[i].Add(1), true)); err != nil {
+			if err := b.beat(gctx, i, beat(i, seq[i].Add(1), true)); err != nil {
 				return fmt.Errorf("first heartbeat of simulated agent %d: %w", i, err)
 			}
 			_ = bar.Add(1)
@@ -181,14 +186,14 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 	_ = bar.Finish()
 	connect := time.Since(start)
 
-	res := &Result{Agents: len(clients), ConnectSeconds: connect.Seconds()}
+	res := &Result{Agents: len(ids), Client: o.Client, ConnectSeconds: connect.Seconds()}
 	var beats, errs atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
 	measuring := atomic.Bool{}
 	one := func(ctx context.Context, i int, local *[]time.Duration) {
 		t0 := time.Now()
-		_, err := clients[i].Heartbeat(ctx, beat(i, seq[i].Add(1), false))
+		err := b.beat(ctx, i, beat(i, seq[i].Add(1), false))
 		d := time.Since(t0)
 		if !measuring.Load() {
 			return
@@ -209,19 +214,20 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 	var wg sync.WaitGroup
 	if o.Rate > 0 {
 		res.Mode, res.TargetRate = "open loop", o.Rate
-		interval := time.Duration(float64(len(clients)) / o.Rate * float64(time.Second))
-		for i := range clients {
+		interval := time.Duration(float64(len(ids)) / o.Rate * float64(time.Second))
+		for i := range ids {
 			wg.Go(func() {
 				var local []time.Duration
 				next := time.Now().Add(time.Duration(rand.Int64N(int64(interval))))
 				for {
-					select {
-					case <-runCtx.Done():
+					// A plain sleep: a timer and channel per beat would cost
+					// the load generator more than the beat itself.
+					time.Sleep(time.Until(next))
+					if runCtx.Err() != nil {
 						mu.Lock()
 						lat = append(lat, local...)
 						mu.Unlock()
 						return
-					case <-time.After(time.Until(next)):
 					}
 					one(runCtx, i, &local)
 					next = next.Add(interval)
@@ -238,7 +244,7 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 			wg.Go(func() {
 				var local []time.Duration
 				for runCtx.Err() == nil {
-					i := int(cursor.Add(1)-1) % len(clients)
+					i := int(cursor.Add(1)-1) % len(ids)
 					one(runCtx, i, &local)
 				}
 				mu.Lock()
@@ -254,6 +260,8 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 		wg.Wait()
 		return nil, ctx.Err()
 	}
+	api, _ := ctl.NewClient(t)
+	cpu0 := managerCPU(ctx, api)
 	wire.Store(0)
 	measuring.Store(true)
 	t0 := time.Now()
@@ -275,6 +283,7 @@ loop:
 	measuring.Store(false)
 	elapsed := time.Since(t0)
 	wireBytes := wire.Load()
+	cpu1 := managerCPU(ctx, api)
 	cancel()
 	wg.Wait()
 	_ = mbar.Finish()
@@ -284,6 +293,9 @@ loop:
 	res.Rate = float64(res.Heartbeats) / elapsed.Seconds()
 	if res.Heartbeats > 0 {
 		res.WireBytesPerBeat = float64(wireBytes) / float64(res.Heartbeats)
+	}
+	if cpu0 > 0 && cpu1 > cpu0 && res.Heartbeats > 0 {
+		res.ManagerCPUPerBeatUs = (cpu1 - cpu0) * 1e6 / float64(res.Heartbeats)
 	}
 	if v := firstErr.Load(); v != nil {
 		res.FirstErrorMessage = v.(string)
@@ -302,6 +314,25 @@ loop:
 	return res, ctx.Err()
 }
 
+// managerCPU reads the manager's CPU seconds from /metrics; 0 if unknown
+// (the manager may run on another host, or refuse).
+func managerCPU(ctx context.Context, c *ctl.Client) float64 {
+	if c == nil {
+		return 0
+	}
+	b, err := c.Raw(ctx, http.MethodGet, "/metrics", nil, nil)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
 func newBar(n int, what string, w io.Writer) *progressbar.ProgressBar {
 	return progressbar.NewOptions(n, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
@@ -310,9 +341,10 @@ func newBar(n int, what string, w io.Writer) *progressbar.ProgressBar {
 func beat(i int, seq uint64, inventory bool) *proto.Heartbeat {
 	hb := &proto.Heartbeat{
 		V: proto.Version, Seq: seq, ClockMillis: time.Now().UnixMilli(), UptimeSeconds: 86400 + int64(seq),
-		Counters: map[string]uint64{"heartbeats": seq - 1, "heartbeat_failures": 0},
 	}
 	if inventory {
+		// As the agent does: counters and inventory on the first beat only.
+		hb.Counters = map[string]uint64{"heartbeat_failures": 0, "renewals": 0}
 		hb.Inventory = &proto.Inventory{
 			Hostname: fmt.Sprintf("sim-%05d", i), OS: "linux", OSVersion: "Debian GNU/Linux 12 (bookworm)",
 			AgentVersion: "sim", IPs: []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)},
