@@ -118,7 +118,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
-	getCert, err := s.serverCertificate(ca)
+	getCert, pin, err := s.serverCertificate(ca)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another manager running? change http.listen)", s.cfg.HTTP.Listen, err)
 	}
-	info := &Info{Addr: ln.Addr().String(), CAFingerprint: ca.Fingerprint(), Store: db}
+	info := &Info{Addr: ln.Addr().String(), CAFingerprint: pki.Fingerprint(pin), Store: db}
 	info.URL = s.publicURL(ln.Addr())
 	if err := s.bootstrapAdmin(ctx, db, info); err != nil {
 		ln.Close()
@@ -137,7 +137,7 @@ func (s *Server) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	gateway.New(s.cfg.Gateway, ca, db, fl, s.log.With("component", "gateway"), reg).Register(mux)
 	api.New(mux, api.Deps{
-		Store: db, Fleet: fl, Auth: auth, CAFingerprint: ca.Fingerprint(), CAPEM: string(pki.CertificatePEM(ca.Cert)),
+		Store: db, Fleet: fl, Auth: auth, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -272,20 +272,32 @@ func loadOrCreateCA(ctx context.Context, db *store.DB, validity time.Duration, l
 	return ca, nil
 }
 
-// serverCertificate returns the certificate source for the listener.
-func (s *Server) serverCertificate(ca *pki.CA) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+// serverCertificate returns the certificate source for the listener and
+// the certificate agents pin: the last one of the chain the server
+// presents. That is the internal CA, unless the operator brought their own
+// certificate; client certificates are always issued by the internal CA.
+func (s *Server) serverCertificate(ca *pki.CA) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), *x509.Certificate, error) {
+	var c *tls.Certificate
 	if s.cfg.HTTP.CertFile != "" {
-		c, err := tls.LoadX509KeyPair(s.cfg.HTTP.CertFile, s.cfg.HTTP.KeyFile)
+		kp, err := tls.LoadX509KeyPair(s.cfg.HTTP.CertFile, s.cfg.HTTP.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("http.cert_file/key_file: %w", err)
+			return nil, nil, fmt.Errorf("http.cert_file/key_file: %w", err)
 		}
-		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &c, nil }, nil
+		c = &kp
+	} else {
+		var err error
+		if c, err = ensureServerCert(s.cfg.DataDir, ca, serverNames(s.cfg.HTTP.Names), s.cfg.PKI.ServerCertValidity, time.Now(), s.log); err != nil {
+			return nil, nil, err
+		}
 	}
-	c, err := ensureServerCert(s.cfg.DataDir, ca, serverNames(s.cfg.HTTP.Names), s.cfg.PKI.ServerCertValidity, time.Now(), s.log)
+	pin, err := x509.ParseCertificate(c.Certificate[len(c.Certificate)-1])
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("server certificate chain: %w", err)
 	}
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }, nil
+	if s.cfg.HTTP.CertFile != "" && pin.Equal(c.Leaf) {
+		s.log.Warn("http.cert_file holds only the server certificate; agents will pin it directly and must re-enrol when it is renewed. Append the issuing CA to the file to pin the CA instead.")
+	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }, pin, nil
 }
 
 // publicURL is what operators and agents should use to reach this manager.

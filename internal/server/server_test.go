@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -824,5 +825,44 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOperatorCertificate: with the operator's own server certificate,
+// agents pin the operator's CA, and still get client certificates from the
+// manager's internal CA.
+func TestOperatorCertificate(t *testing.T) {
+	opCA, err := pki.NewCA("Operator Root", time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key, err := opCA.IssueServer([]string{"127.0.0.1", "localhost"}, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t)
+	cfg.HTTP.CertFile, cfg.HTTP.KeyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(cfg.HTTP.CertFile, chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.HTTP.KeyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, cfg, server.Options{Version: "test"})
+	if m.CAFingerprint != opCA.Fingerprint() {
+		t.Fatalf("manager announces pin %s, want the operator CA %s", m.CAFingerprint, opCA.Fingerprint())
+	}
+	tok := m.createToken(t, api.TokenCreate{MaxUses: 1})
+	_, id := m.enroll(t, tok.Token)
+	if id.CAFingerprint != opCA.Fingerprint() {
+		t.Errorf("agent pinned %s, want the operator CA", id.CAFingerprint)
+	}
+	cert, _ := id.Certificate()
+	if cert.Issuer.CommonName != "Yagura CA" {
+		t.Errorf("agent certificate issued by %q, want the internal CA", cert.Issuer.CommonName)
+	}
+	if _, err := m.agentClient(t, id).Heartbeat(t.Context(), heartbeat()); err != nil {
+		t.Fatalf("heartbeat through the operator certificate: %v", err)
 	}
 }

@@ -52,24 +52,24 @@ type Options struct {
 
 // Result is what a run measured.
 type Result struct {
-	Agents            int     `json:"agents"`
-	Mode              string  `json:"mode"`
-	Client            string  `json:"client"`
-	TargetRate        float64 `json:"target_rate,omitempty"`
-	DurationS         float64 `json:"duration_s"`
-	Heartbeats        int64   `json:"heartbeats"`
-	Errors            int64   `json:"errors"`
-	Rate              float64 `json:"heartbeats_per_s"`
-	P50ms             float64 `json:"p50_ms"`
-	P99ms             float64 `json:"p99_ms"`
-	P999ms            float64 `json:"p999_ms"`
-	MaxMs             float64 `json:"max_ms"`
-	WireBytesPerBeat  float64 `json:"wire_bytes_per_heartbeat"`
+	Agents           int     `json:"agents"`
+	Mode             string  `json:"mode"`
+	Client           string  `json:"client"`
+	TargetRate       float64 `json:"target_rate,omitempty"`
+	DurationS        float64 `json:"duration_s"`
+	Heartbeats       int64   `json:"heartbeats"`
+	Errors           int64   `json:"errors"`
+	Rate             float64 `json:"heartbeats_per_s"`
+	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	P999ms           float64 `json:"p999_ms"`
+	MaxMs            float64 `json:"max_ms"`
+	WireBytesPerBeat float64 `json:"wire_bytes_per_heartbeat"`
 	// ManagerCPUPerBeat is the manager process's CPU time per heartbeat
 	// while measuring, from its /metrics (process_cpu_seconds_total).
 	ManagerCPUPerBeatUs float64 `json:"manager_cpu_us_per_heartbeat,omitempty"`
-	ConnectSeconds    float64 `json:"connect_s"`
-	FirstErrorMessage string  `json:"first_error,omitempty"`
+	ConnectSeconds      float64 `json:"connect_s"`
+	FirstErrorMessage   string  `json:"first_error,omitempty"`
 }
 
 type identity struct {
@@ -124,7 +124,7 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 	f.StringVar(&creds, "credentials", "", "credentials file written by the manager")
 	f.IntVar(&o.Agents, "agents", 1000, "number of simulated agents")
 	f.Float64Var(&o.Rate, "rate", 0, "total heartbeats per second (open loop); 0: closed loop")
-	f.IntVar(&o.Concurrency, "concurrency", 64, "closed loop: heartbeats in flight")
+	f.IntVar(&o.Concurrency, "concurrency", 128, "heartbeats in flight at most (closed loop: always)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "how long to measure")
 	f.DurationVar(&o.Warmup, "warmup", 3*time.Second, "run before measuring")
 	f.StringVar(&o.StateDir, "state", "yagura-sim", "folder keeping simulated identities between runs")
@@ -191,10 +191,7 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 	var mu sync.Mutex
 	var lat []time.Duration
 	measuring := atomic.Bool{}
-	one := func(ctx context.Context, i int, local *[]time.Duration) {
-		t0 := time.Now()
-		err := b.beat(ctx, i, beat(i, seq[i].Add(1), false))
-		d := time.Since(t0)
+	record := func(ctx context.Context, err error, d time.Duration, local *[]time.Duration) {
 		if !measuring.Load() {
 			return
 		}
@@ -208,33 +205,59 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 		beats.Add(1)
 		*local = append(*local, d)
 	}
+	one := func(ctx context.Context, i int, local *[]time.Duration) {
+		t0 := time.Now()
+		err := b.beat(ctx, i, beat(i, seq[i].Add(1), false))
+		record(ctx, err, time.Since(t0), local)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	if o.Rate > 0 {
 		res.Mode, res.TargetRate = "open loop", o.Rate
-		interval := time.Duration(float64(len(ids)) / o.Rate * float64(time.Second))
-		for i := range ids {
-			wg.Go(func() {
-				var local []time.Duration
-				next := time.Now().Add(time.Duration(rand.Int64N(int64(interval))))
-				for {
-					// A plain sleep: a timer and channel per beat would cost
-					// the load generator more than the beat itself.
-					time.Sleep(time.Until(next))
-					if runCtx.Err() != nil {
-						mu.Lock()
-						lat = append(lat, local...)
-						mu.Unlock()
-						return
-					}
-					one(runCtx, i, &local)
-					next = next.Add(interval)
-					if late := time.Since(next); late > interval {
-						next = time.Now() // fell behind: don't burst to catch up
+		// One dispatcher paces the beats and a pool of workers sends them:
+		// a goroutine and a timer per agent would cost the load generator
+		// more than the beats. Agents are visited round robin, so each
+		// beats every agents/rate seconds. Latency counts from when a beat
+		// was due, so a manager that falls behind is charged for the
+		// queueing too (no coordinated omission).
+		type job struct {
+			i   int
+			due time.Time
+		}
+		jobs := make(chan job, 1024)
+		wg.Go(func() {
+			defer close(jobs)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			t0, sent, i := time.Now(), 0, rand.IntN(len(ids))
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case now := <-tick.C:
+					for due := int(now.Sub(t0).Seconds() * o.Rate); sent < due; sent++ {
+						select {
+						case jobs <- job{i, t0.Add(time.Duration(float64(sent) / o.Rate * float64(time.Second)))}:
+						case <-runCtx.Done():
+							return
+						}
+						i = (i + 1) % len(ids)
 					}
 				}
+			}
+		})
+		for range max(o.Concurrency, 1) {
+			wg.Go(func() {
+				var local []time.Duration
+				for j := range jobs {
+					err := b.beat(runCtx, j.i, beat(j.i, seq[j.i].Add(1), false))
+					record(runCtx, err, time.Since(j.due), &local)
+				}
+				mu.Lock()
+				lat = append(lat, local...)
+				mu.Unlock()
 			})
 		}
 	} else {
