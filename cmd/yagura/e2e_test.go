@@ -23,6 +23,7 @@ import (
 
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
@@ -120,20 +121,15 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually adapts a (holds, what is seen) condition to await.Cond.
 func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
+	await.Cond(t, within, what, func() error {
+		if ok, seen := cond(); !ok {
+			return errors.New("last seen: " + seen)
 		}
-		last = state
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s; last state: %s", within, what, last)
+		return nil
+	})
 }
 
 type manager struct {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
@@ -224,7 +225,7 @@ func TestRenewal(t *testing.T) {
 
 	runAgent(t, agent.Config{DataDir: dir, Version: "test"})
 	var renewed *x509.Certificate
-	waitFor(t, 10*time.Second, "certificate renewed on disk", func() error {
+	await.Cond(t, 10*time.Second, "certificate renewed on disk", func() error {
 		cur, err := agent.LoadIdentity(dir)
 		if err != nil {
 			return err
@@ -272,7 +273,7 @@ func TestRenewal(t *testing.T) {
 	}
 
 	// The running agent keeps heartbeating with the new certificate.
-	waitFor(t, 10*time.Second, "heartbeat after renewal", func() error {
+	await.Cond(t, 10*time.Second, "heartbeat after renewal", func() error {
 		var c api.Computer
 		m.call(t, http.MethodGet, "/api/v1/computers/"+id.AgentID, nil, http.StatusOK, &c)
 		if c.LastSeen == nil || !c.LastSeen.After(renewedAt) || c.Status != "online" {
@@ -390,19 +391,4 @@ func runAgent(t *testing.T, cfg agent.Config) {
 		cancel()
 		wg.Wait()
 	})
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
@@ -286,23 +287,6 @@ func heartbeat() *proto.Heartbeat {
 	return &proto.Heartbeat{V: proto.Version, Seq: 1, ClockMillis: time.Now().UnixMilli(), UptimeSeconds: 1}
 }
 
-// waitFor polls cond until it returns nil or the deadline passes; the last
-// error says what was seen instead.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func wantProblemCode(t *testing.T, err error, status int, code string) {
 	t.Helper()
 	var pe *agent.ProblemError
@@ -514,7 +498,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 	dir, id := m.enroll(t, tok.Token)
 
 	stop := runAgent(t, agent.Config{DataDir: dir, Version: "test"})
-	waitFor(t, 10*time.Second, "computer online", func() error {
+	await.Cond(t, 10*time.Second, "computer online", func() error {
 		if c := m.computer(t, id.AgentID); c.Status != "online" {
 			return fmt.Errorf("status %s", c.Status)
 		}
@@ -540,7 +524,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 
 	stop()
 	var offline api.Alert
-	waitFor(t, 6*time.Second, "computer-offline alert", func() error {
+	await.Cond(t, 6*time.Second, "computer-offline alert", func() error {
 		as := m.alerts(t, "type=computer-offline&computer="+id.AgentID)
 		if len(as) != 1 {
 			return fmt.Errorf("open alerts %+v", as)
@@ -556,7 +540,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 	}
 
 	runAgent(t, agent.Config{DataDir: dir, Version: "test"})
-	waitFor(t, 10*time.Second, "offline alert cleared", func() error {
+	await.Cond(t, 10*time.Second, "offline alert cleared", func() error {
 		var a api.Alert
 		m.call(t, http.MethodGet, "/api/v1/alerts/"+offline.ID, nil, http.StatusOK, &a)
 		if a.Open {
@@ -568,7 +552,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 	if offline.ClearedBy != "system" || offline.ClearedAt == nil {
 		t.Errorf("cleared alert: %+v", offline)
 	}
-	waitFor(t, 5*time.Second, "computer online again", func() error {
+	await.Cond(t, 5*time.Second, "computer online again", func() error {
 		if c := m.computer(t, id.AgentID); c.Status != "online" {
 			return fmt.Errorf("status %s", c.Status)
 		}
@@ -585,7 +569,7 @@ func TestClockDrift(t *testing.T) {
 	runAgent(t, agent.Config{DataDir: dir, Version: "test", ClockOffset: 10 * time.Minute})
 
 	var drift api.Alert
-	waitFor(t, 10*time.Second, "clock-drift alert", func() error {
+	await.Cond(t, 10*time.Second, "clock-drift alert", func() error {
 		as := m.alerts(t, "type=clock-drift&computer="+id.AgentID)
 		if len(as) != 1 {
 			return fmt.Errorf("open alerts %+v", as)
@@ -597,7 +581,7 @@ func TestClockDrift(t *testing.T) {
 		t.Errorf("clock-drift alert: %+v", drift)
 	}
 	// The status follows once the fleet has reread the open alerts.
-	waitFor(t, 5*time.Second, "drifting computer in warning", func() error {
+	await.Cond(t, 5*time.Second, "drifting computer in warning", func() error {
 		if c := m.computer(t, id.AgentID); c.Status != "warning" {
 			return fmt.Errorf("status %s", c.Status)
 		}
