@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs what `make test` needs when it is missing, from Debian's packages:
-#   PostgreSQL 15 (the state store conformance suite runs against a real one)
+#   PostgreSQL 15 (the state store conformance suite runs against a real one),
+#   gcc and libc headers (the race detector needs cgo),
+#   python3 (make bench formats its tables with it)
 set -eu
 
 need=""
@@ -10,6 +12,9 @@ for d in /usr/lib/postgresql/*/bin; do
 done
 $pg_ok || need="$need postgresql"
 command -v runuser >/dev/null 2>&1 || need="$need util-linux"
+command -v gcc >/dev/null 2>&1 || need="$need gcc"
+[ -e /usr/include/stdlib.h ] || need="$need libc6-dev"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
 
 if [ -z "$need" ]; then
 	exit 0

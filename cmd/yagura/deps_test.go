@@ -100,3 +100,23 @@ func TestAgentBinaryIsStatic(t *testing.T) {
 		t.Error("agent-only binary is dynamically linked")
 	}
 }
+
+// TestPackageDocs: every package says what it provides (STYLE.md).
+func TestPackageDocs(t *testing.T) {
+	cmd := exec.Command(goTool(t), "list", "-f", "{{.ImportPath}}\t{{.Doc}}", "github.com/yagura/yagura/...")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, doc, _ := strings.Cut(line, "\t")
+		n++
+		if strings.TrimSpace(doc) == "" {
+			t.Errorf("package %s has no package doc comment", path)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d packages listed; the check is not looking at the module", n)
+	}
+}

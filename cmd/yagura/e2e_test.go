@@ -35,6 +35,14 @@ var (
 	buildErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // yaguraBin builds the binary once per test run.
 func yaguraBin(t *testing.T) string {
 	t.Helper()
@@ -468,15 +476,18 @@ func TestDevFirstLook(t *testing.T) {
 	})
 	p.stop(t, os.Interrupt)
 
-	// A second run reuses the data folder: same CA, same agent, same key.
+	// A second run reuses the data folder: same CA, same agent, same key,
+	// and the agent follows the manager to its new port.
+	restarted := time.Now()
 	p2, f2 := run()
 	if f2.CAFingerprint != f.CAFingerprint || f2.Token != f.Token {
 		t.Error("second run changed the CA or the admin credential")
 	}
 	m.url = f2.URL
-	eventually(t, 15*time.Second, "the same local agent online", func() (bool, string) {
+	eventually(t, 15*time.Second, "the same local agent beating again", func() (bool, string) {
 		cs := m.computers(t)
-		return len(cs) == 1 && cs[localID].Status == "online", fmt.Sprint(cs)
+		c := cs[localID]
+		return len(cs) == 1 && c.Status == "online" && c.LastSeen != nil && c.LastSeen.After(restarted), fmt.Sprint(cs)
 	})
 	p2.stop(t, os.Interrupt)
 }

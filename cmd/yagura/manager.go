@@ -153,9 +153,19 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
 		return fail(fmt.Errorf("dev credentials: %w (start once with --reset-admin-key, or delete %s)", err, cfg.DataDir))
 	}
 	agentDir := filepath.Join(cfg.DataDir, "agent")
-	if _, err := agent.LoadIdentity(agentDir); errors.Is(err, agent.ErrNotEnrolled) {
+	id, err := agent.LoadIdentity(agentDir)
+	switch {
+	case errors.Is(err, agent.ErrNotEnrolled):
 		if err := enrolLocalAgent(gctx, creds, agentDir); err != nil {
 			return fail(fmt.Errorf("enrol the local agent: %w", err))
+		}
+	case err != nil:
+		return fail(err)
+	case id.Manager != creds.URL && id.CAFingerprint == creds.CAFingerprint:
+		// Same manager, new address (another --listen): follow it.
+		id.Manager = creds.URL
+		if err := id.Save(agentDir); err != nil {
+			return fail(err)
 		}
 	}
 	a, err := agent.New(agent.Config{DataDir: agentDir, Version: version}, log.With("component", "agent"))

@@ -90,7 +90,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.maybeRenew(ctx)
 		case ctx.Err() != nil:
 			return nil
-		case IsProblem(err, proto.CodeAgentDeactivate), IsProblem(err, proto.CodeAgentUnknown):
+		case IsProblem(err, proto.CodeAgentDeactivate), IsProblem(err, proto.CodeAgentUnknown), IsProblem(err, proto.CodeCertExpired):
 			// The manager will not take this agent back by itself; say so
 			// once, then keep knocking slowly in case it is re-enrolled.
 			if code := problemCode(err); code != refused {

@@ -82,6 +82,16 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 			if err != nil {
 				return t, fmt.Errorf("credentials: %w", err)
 			}
+			// A file found by searching (one in the working directory, say)
+			// may not be the user's: never let it pick where a credential
+			// given on the command line or in the environment goes, nor
+			// send its own credential to a manager it does not name.
+			if t.Token != "" && (t.URL == "" || t.URL != f.URL) {
+				break
+			}
+			if t.URL != "" && t.URL != f.URL {
+				break
+			}
 			fill(f.URL, f.Token, f.CAFingerprint, p)
 			break
 		}

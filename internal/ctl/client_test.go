@@ -189,13 +189,33 @@ func TestResolveTarget(t *testing.T) {
 			want: Target{URL: "https://dev:8443", Token: "dev-token", CAFingerprint: fpB, From: string(locDev)},
 		},
 		{
-			name:  "a default file completes flags and environment",
+			// A file found by searching names another manager: its pin
+			// must not be used for the one the flags name.
+			name:  "a default file for another manager does not complete flags",
 			flags: flags{url: "https://flag:8443"},
 			env:   map[string]string{"YAGURA_TOKEN": "env-token"},
 			files: map[credLocation]credFile{
 				locDev: {File: credentials.File{URL: "https://dev:8443", Token: "dev-token", CAFingerprint: fpB}},
 			},
-			want: Target{URL: "https://flag:8443", Token: "env-token", CAFingerprint: fpB, From: "flags"},
+			wantErr: []string{"missing the manager CA fingerprint"},
+		},
+		{
+			// A token from the environment is never sent to a manager
+			// that only a file in the working directory names.
+			name: "a default file does not choose where an environment token goes",
+			env:  map[string]string{"YAGURA_TOKEN": "env-token"},
+			files: map[credLocation]credFile{
+				locDev: {File: credentials.File{URL: "https://dev:8443", Token: "dev-token", CAFingerprint: fpB}},
+			},
+			wantErr: []string{"missing the manager URL", "missing", "fingerprint"},
+		},
+		{
+			name:  "a default file for the same manager completes flags",
+			flags: flags{url: "https://dev:8443"},
+			files: map[credLocation]credFile{
+				locDev: {File: credentials.File{URL: "https://dev:8443", Token: "dev-token", CAFingerprint: fpB}},
+			},
+			want: Target{URL: "https://dev:8443", Token: "dev-token", CAFingerprint: fpB, From: "flags"},
 		},
 		{
 			name: "a default file readable by others is refused",

@@ -61,6 +61,7 @@ type Store interface {
 	RaiseAlert(ctx context.Context, a store.Alert) (store.Alert, bool, error)
 	ClearOpenAlerts(ctx context.Context, typ, computerID string, at time.Time, by string) (int, error)
 	ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Alert, error)
+	Settings(ctx context.Context) (map[string]string, error)
 }
 
 // Config tunes the monitor.
@@ -71,11 +72,14 @@ type Config struct {
 	// for a computer that keeps beating; changes in inventory are written at
 	// the next flush regardless. Larger values mean fewer writes.
 	PersistSeenEvery time.Duration `koanf:"persist_seen_every"`
+	// SyncEvery is how often settings and deactivations made through
+	// another manager node are read back from the store.
+	SyncEvery time.Duration `koanf:"sync_every"`
 }
 
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
-	return Config{FlushEvery: 2 * time.Second, PersistSeenEvery: time.Minute}
+	return Config{FlushEvery: 2 * time.Second, PersistSeenEvery: time.Minute, SyncEvery: 10 * time.Second}
 }
 
 // Live is a computer's current state.
@@ -308,7 +312,7 @@ func (f *Fleet) liveLocked(e *entry, s *settings.Settings, now time.Time) Live {
 		l.Status = StatusDeactivated
 		return l
 	}
-	l.Missed = f.missed(e, s, now)
+	l.Missed = f.missed(e, s, now, false)
 	threshold := s.OfflineAfterMissed
 	if threshold == 0 {
 		// Unlimited only silences the alert; the console still has to say
@@ -332,13 +336,19 @@ func (f *Fleet) liveLocked(e *entry, s *settings.Settings, now time.Time) Live {
 // interval after it was due, so network jitter does not flap the status.
 // The interval is the longer of the current setting and the one the agent
 // was last told, so shortening the interval does not make every agent late.
-func (f *Fleet) missed(e *entry, s *settings.Settings, now time.Time) int {
+//
+// With grace, a computer counts as seen no earlier than the manager's start:
+// that is what raising alerts uses, so a manager that was down gives its
+// agents a full window to come back before calling them offline. The status
+// shown and the clearing of alerts use the real last-seen time: a host that
+// has been silent for a day is offline, restart or not.
+func (f *Fleet) missed(e *entry, s *settings.Settings, now time.Time, grace bool) int {
 	interval := max(s.HeartbeatInterval, e.toldInterval)
 	since := e.lastSeen
 	if since.IsZero() {
 		since = e.enrolledAt
 	}
-	if since.Before(f.started) {
+	if grace && since.Before(f.started) {
 		since = f.started
 	}
 	late := now.Sub(since) - interval/2
@@ -378,7 +388,7 @@ func tickEvery(s settings.Settings) time.Duration {
 // Run evaluates liveness and flushes presence until ctx is cancelled, then
 // flushes once more so a clean shutdown loses nothing.
 func (f *Fleet) Run(ctx context.Context) error {
-	lastFlush := time.Now()
+	lastFlush, lastSync := time.Now(), time.Now()
 	for {
 		wait := tickEvery(f.Settings())
 		select {
@@ -394,6 +404,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 		if err := f.tick(ctx, now); err != nil && ctx.Err() == nil {
 			f.log.Error("fleet check failed; retrying next tick", "err", err)
 		}
+		if f.cfg.SyncEvery > 0 && now.Sub(lastSync) >= f.cfg.SyncEvery {
+			lastSync = now
+			if err := f.sync(ctx); err != nil && ctx.Err() == nil {
+				f.log.Error("reading settings and computers back from the store failed; retrying", "err", err)
+			}
+		}
 		if now.Sub(lastFlush) >= f.cfg.FlushEvery {
 			lastFlush = now
 			if err := f.flush(ctx, now, false); err != nil && ctx.Err() == nil {
@@ -402,6 +418,30 @@ func (f *Fleet) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// sync reads back what other manager nodes may have changed: settings, new
+// computers and deactivations. On a single node it changes nothing.
+func (f *Fleet) sync(ctx context.Context) error {
+	stored, err := f.store.Settings(ctx)
+	if err != nil {
+		return fmt.Errorf("load settings: %w", err)
+	}
+	s, err := settings.FromMap(stored)
+	if err != nil {
+		return fmt.Errorf("stored settings: %w", err)
+	}
+	if s != f.Settings() {
+		f.SetSettings(s)
+	}
+	cs, err := f.store.ListComputers(ctx)
+	if err != nil {
+		return fmt.Errorf("load computers: %w", err)
+	}
+	for _, c := range cs {
+		f.Add(c)
+	}
+	return nil
 }
 
 func (f *Fleet) refreshOpen(ctx context.Context) error {
@@ -447,11 +487,12 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 				}
 				continue
 			}
-			m := f.missed(e, s, now)
 			switch {
-			case s.OfflineAfterMissed > 0 && m >= s.OfflineAfterMissed && !isOpen:
-				raise = append(raise, pendingAlert{id: id, hostname: e.inv.Hostname, missed: m, lastSeen: e.lastSeen})
-			case m == 0 && isOpen:
+			case !isOpen && s.OfflineAfterMissed > 0:
+				if m := f.missed(e, s, now, true); m >= s.OfflineAfterMissed {
+					raise = append(raise, pendingAlert{id: id, hostname: e.inv.Hostname, missed: f.missed(e, s, now, false), lastSeen: e.lastSeen})
+				}
+			case isOpen && f.missed(e, s, now, false) == 0:
 				clear = append(clear, pendingAlert{id: id})
 			}
 		}

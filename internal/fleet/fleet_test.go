@@ -21,11 +21,11 @@ type memStore struct {
 	computers map[string]store.Computer
 	alerts    []store.Alert
 	presence  int // rows written
-	nextID    int
+	settings  map[string]string
 }
 
 func newMemStore(cs ...store.Computer) *memStore {
-	m := &memStore{computers: map[string]store.Computer{}}
+	m := &memStore{computers: map[string]store.Computer{}, settings: map[string]string{}}
 	for _, c := range cs {
 		m.computers[c.ID] = c
 	}
@@ -40,6 +40,12 @@ func (m *memStore) ListComputers(context.Context) ([]store.Computer, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+func (m *memStore) Settings(context.Context) (map[string]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.settings, nil
 }
 
 func (m *memStore) UpdatePresence(_ context.Context, ps []store.Presence) error {
@@ -130,6 +136,7 @@ func beat(clock time.Time) *proto.Heartbeat {
 func start(t *testing.T, s settings.Settings) (*Fleet, *memStore, context.CancelFunc, chan error) {
 	t.Helper()
 	st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
+	st.settings = s.Map() // the store is the truth the fleet syncs from
 	f := New(DefaultConfig(), st, s, quiet(), nil)
 	if err := f.Load(context.Background(), time.Now()); err != nil {
 		t.Fatal(err)
@@ -256,6 +263,7 @@ func TestStartGrace(t *testing.T) {
 		// A computer last seen a day ago, when the manager starts, gets a
 		// full window to beat before it is called offline.
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
+		st.settings = settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}.Map()
 		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
 		if err := f.Load(context.Background(), time.Now()); err != nil {
 			t.Fatal(err)
@@ -301,6 +309,7 @@ func TestPresenceFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{FlushEvery: 2 * time.Second, PersistSeenEvery: time.Minute}
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
+		st.settings = settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}.Map()
 		f := New(cfg, st, settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}, quiet(), nil)
 		f.Load(context.Background(), time.Now())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -335,6 +344,68 @@ func TestPresenceFlush(t *testing.T) {
 		defer st.mu.Unlock()
 		if got := st.computers["c1"].LastSeen; !got.Equal(last) {
 			t.Fatalf("last seen after shutdown %v, want %v", got, last)
+		}
+	})
+}
+
+// TestRestartKeepsOpenAlerts: a manager restarting with an open offline
+// alert neither clears it nor calls the silent host online; the alert
+// clears when the host beats again.
+func TestRestartKeepsOpenAlerts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
+		st.alerts = []store.Alert{{ID: "a1", Type: AlertOffline, ComputerID: "c1", RaisedAt: time.Now().Add(-23 * time.Hour)}}
+		st.settings = settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}.Map()
+		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
+		if err := f.Load(context.Background(), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx) }()
+		defer stop(t, cancel, done)
+		time.Sleep(3 * time.Second)
+		if open, cleared, _ := st.alertsOf(AlertOffline); open != 1 || cleared != 0 {
+			t.Fatalf("after restart: open %d cleared %d, want the alert kept open", open, cleared)
+		}
+		if l, _ := f.Live("c1", time.Now()); l.Status != StatusOffline {
+			t.Fatalf("status %s right after restart for a host silent for a day, want offline", l.Status)
+		}
+		time.Sleep(time.Minute)
+		if open, _, _ := st.alertsOf(AlertOffline); open != 1 {
+			t.Fatalf("%d open alerts, want still the original one", open)
+		}
+		f.Heartbeat("c1", beat(time.Now()), time.Now())
+		time.Sleep(2 * time.Second)
+		if open, cleared, _ := st.alertsOf(AlertOffline); open != 0 || cleared != 1 {
+			t.Fatalf("after the host returned: open %d cleared %d", open, cleared)
+		}
+	})
+}
+
+// TestSyncFromOtherNodes: settings changed and computers deactivated or
+// enrolled through another manager node reach this one.
+func TestSyncFromOtherNodes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 3}
+		f, st, cancel, done := start(t, s)
+		defer stop(t, cancel, done)
+		st.mu.Lock()
+		st.settings = settings.Settings{HeartbeatInterval: 30 * time.Second, OfflineAfterMissed: 5}.Map()
+		c := st.computers["c1"]
+		c.State = store.ComputerDeactivated
+		st.computers["c1"] = c
+		st.computers["c2"] = store.Computer{ID: "c2", State: store.ComputerActive, EnrolledAt: time.Now()}
+		st.mu.Unlock()
+		time.Sleep(DefaultConfig().SyncEvery + time.Second)
+		if got := f.Settings().HeartbeatInterval; got != 30*time.Second {
+			t.Errorf("interval %s, want the other node's 30s", got)
+		}
+		if _, err := f.Heartbeat("c1", beat(time.Now()), time.Now()); err != ErrDeactivated {
+			t.Errorf("c1 deactivated elsewhere: heartbeat %v, want ErrDeactivated", err)
+		}
+		if _, err := f.Heartbeat("c2", beat(time.Now()), time.Now()); err != nil {
+			t.Errorf("c2 enrolled elsewhere: %v", err)
 		}
 	})
 }

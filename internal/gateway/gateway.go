@@ -214,6 +214,14 @@ func (g *Gateway) agent(w http.ResponseWriter, r *http.Request) (string, *x509.C
 		return "", nil, false
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
+	// The handshake checked validity when the connection opened; a kept
+	// connection can outlive the certificate, so check it per request.
+	if now := g.now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		g.problem(w, http.StatusUnauthorized, proto.CodeCertExpired,
+			fmt.Sprintf("the agent's certificate is valid from %s to %s only; enrol again with `yagura agent enroll --force`",
+				leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339)))
+		return "", nil, false
+	}
 	id, err := pki.AgentID(leaf)
 	if err != nil {
 		g.problem(w, http.StatusUnauthorized, proto.CodeCertRequired, "client certificate: "+err.Error())

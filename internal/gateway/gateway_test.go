@@ -576,3 +576,22 @@ func BenchmarkHeartbeat(b *testing.B) {
 		}
 	}
 }
+
+// TestExpiredCertificateOnKeptConnection: a connection opened while the
+// certificate was valid does not keep working after it expires.
+func TestExpiredCertificateOnKeptConnection(t *testing.T) {
+	e := newEnv(t)
+	_, csr, err := pki.NewAgentKey("web01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := e.ca.SignAgentCSR(csr, "agent-1", time.Now().Add(-2*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{cert}, VerifiedChains: [][]*x509.Certificate{{cert, e.ca.Cert}}}
+	hb := mustJSON(t, proto.Heartbeat{V: 1, ClockMillis: time.Now().UnixMilli()})
+	for _, path := range []string{proto.PathHeartbeat, proto.PathRenew} {
+		wantProblem(t, e.serve(path, hb, cs), http.StatusUnauthorized, proto.CodeCertExpired, "enrol again")
+	}
+}

@@ -138,6 +138,7 @@ const (
 	CodeTokenRevoked    = "token-revoked"
 	CodeTokenUsedUp     = "token-used-up"
 	CodeCertRequired    = "certificate-required"
+	CodeCertExpired     = "certificate-expired"
 	CodeAgentUnknown    = "agent-unknown"
 	CodeAgentDeactivate = "agent-deactivated"
 	CodeInternal        = "internal"

@@ -199,6 +199,12 @@ func (s *Server) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
 		err := srv.Shutdown(sctx)
+		if err != nil {
+			// Handlers still running past the deadline: cut them off
+			// before the store closes under them.
+			s.log.Warn("requests still running at the shutdown deadline; closing connections", "err", err)
+			err = srv.Close()
+		}
 		// The fleet stops after the listener so that the final flush
 		// includes the last heartbeats.
 		stopFleet()
@@ -278,17 +284,22 @@ func loadOrCreateCA(ctx context.Context, db *store.DB, validity time.Duration, l
 // certificate; client certificates are always issued by the internal CA.
 func (s *Server) serverCertificate(ca *pki.CA) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), *x509.Certificate, error) {
 	var c *tls.Certificate
+	var get func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	if s.cfg.HTTP.CertFile != "" {
 		kp, err := tls.LoadX509KeyPair(s.cfg.HTTP.CertFile, s.cfg.HTTP.KeyFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("http.cert_file/key_file: %w", err)
 		}
 		c = &kp
+		get = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }
 	} else {
+		r := &renewingCert{dir: s.cfg.DataDir, ca: ca, names: serverNames(s.cfg.HTTP.Names), validity: s.cfg.PKI.ServerCertValidity, log: s.log}
 		var err error
-		if c, err = ensureServerCert(s.cfg.DataDir, ca, serverNames(s.cfg.HTTP.Names), s.cfg.PKI.ServerCertValidity, time.Now(), s.log); err != nil {
+		if r.cert, err = ensureServerCert(r.dir, ca, r.names, r.validity, time.Now(), s.log); err != nil {
 			return nil, nil, err
 		}
+		c = r.cert
+		get = r.get
 	}
 	pin, err := x509.ParseCertificate(c.Certificate[len(c.Certificate)-1])
 	if err != nil {
@@ -297,7 +308,7 @@ func (s *Server) serverCertificate(ca *pki.CA) (func(*tls.ClientHelloInfo) (*tls
 	if s.cfg.HTTP.CertFile != "" && pin.Equal(c.Leaf) {
 		s.log.Warn("http.cert_file holds only the server certificate; agents will pin it directly and must re-enrol when it is renewed. Append the issuing CA to the file to pin the CA instead.")
 	}
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c, nil }, pin, nil
+	return get, pin, nil
 }
 
 // publicURL is what operators and agents should use to reach this manager.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/yagura/yagura/internal/pki"
@@ -88,4 +89,34 @@ func ensureServerCert(dir string, ca *pki.CA, names []string, validity time.Dura
 		return nil, fmt.Errorf("new server certificate: %w", err)
 	}
 	return &nc, nil
+}
+
+// renewingCert serves the generated server certificate and reissues it
+// when it nears expiry, so a manager that runs for longer than the
+// certificate's lifetime keeps its agents.
+type renewingCert struct {
+	dir      string
+	ca       *pki.CA
+	names    []string
+	validity time.Duration
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	cert *tls.Certificate
+}
+
+func (r *renewingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cert.Leaf != nil && time.Until(r.cert.Leaf.NotAfter) > 30*24*time.Hour {
+		return r.cert, nil
+	}
+	c, err := ensureServerCert(r.dir, r.ca, r.names, r.validity, time.Now(), r.log)
+	if err != nil {
+		// Keep serving the old one; the next handshake tries again.
+		r.log.Error("renew the server certificate", "err", err)
+		return r.cert, nil
+	}
+	r.cert = c
+	return c, nil
 }
