@@ -19,16 +19,18 @@ import (
 type agentConfig struct {
 	DataDir string         `koanf:"data_dir"`
 	Log     logging.Config `koanf:"log"`
+	// QueueMaxBytes caps the on-disk event queue.
+	QueueMaxBytes int64 `koanf:"queue_max_bytes"`
 }
 
 func defaultAgentConfig() agentConfig {
-	return agentConfig{DataDir: "/var/lib/yagura-agent", Log: logging.DefaultConfig()}
+	return agentConfig{DataDir: "/var/lib/yagura-agent", Log: logging.DefaultConfig(), QueueMaxBytes: agent.DefaultQueueMaxBytes}
 }
 
 // agentEnv keeps the agent's variables apart from the manager's.
 const agentEnv = "YAGURA_AGENT_"
 
-var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level"}
+var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes"}
 
 func addAgentConfigFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -36,6 +38,7 @@ func addAgentConfigFlags(cmd *cobra.Command) {
 	f.String("data-dir", defaultAgentConfig().DataDir, "folder for the agent's identity and queue (env YAGURA_AGENT_DATA_DIR)")
 	f.String("log-format", "text", "log format: text or json")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
+	f.Int64("queue-max-bytes", agent.DefaultQueueMaxBytes, "cap of the on-disk event queue; the oldest events are dropped (and counted) beyond it")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 }
 
@@ -70,6 +73,7 @@ Enrol once with "yagura agent enroll", then run "yagura agent" as a service.`,
 
 func agentRunCmd() *cobra.Command {
 	var clockOffset time.Duration
+	var testEvents int
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent until stopped (the default)",
@@ -79,7 +83,10 @@ func agentRunCmd() *cobra.Command {
 			if err != nil || dumped {
 				return err
 			}
-			a, err := agent.New(agent.Config{DataDir: cfg.DataDir, Version: version, ClockOffset: clockOffset}, log.With("component", "agent"))
+			a, err := agent.New(agent.Config{
+				DataDir: cfg.DataDir, Version: version, QueueMaxBytes: cfg.QueueMaxBytes,
+				ClockOffset: clockOffset, TestEvents: testEvents,
+			}, log.With("component", "agent"))
 			if err != nil {
 				return err
 			}
@@ -89,6 +96,8 @@ func agentRunCmd() *cobra.Command {
 	addAgentConfigFlags(cmd)
 	cmd.Flags().DurationVar(&clockOffset, "test-clock-offset", 0, "shift the reported clock (tests only)")
 	_ = cmd.Flags().MarkHidden("test-clock-offset")
+	cmd.Flags().IntVar(&testEvents, "test-events", 0, "emit this many numbered test events (tests only)")
+	_ = cmd.Flags().MarkHidden("test-events")
 	return cmd
 }
 

@@ -150,9 +150,13 @@ type manager struct {
 
 // startManager runs `yagura server` on a free loopback port and waits for
 // its credentials file.
-func startManager(t *testing.T, dir string) *manager {
+func startManager(t *testing.T, dir string) *manager { return startManagerAt(t, dir, "127.0.0.1:0") }
+
+// startManagerAt runs the manager on a given address, so a restarted one is
+// where its agents expect it.
+func startManagerAt(t *testing.T, dir, listen string) *manager {
 	t.Helper()
-	p := startProc(t, "server", "server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug")
+	p := startProc(t, "server", "server", "--data-dir", dir, "--listen", listen, "--log-format", "json", "--log-level", "debug")
 	m := &manager{proc: p, dir: dir, creds: filepath.Join(dir, "admin-credentials.json")}
 	eventually(t, 30*time.Second, "the manager to listen", func() (bool, string) {
 		sc := bufio.NewScanner(strings.NewReader(p.out.String()))

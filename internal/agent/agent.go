@@ -15,8 +15,10 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/yagura/yagura/internal/eventq"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 )
@@ -27,9 +29,16 @@ type Config struct {
 	DataDir string
 	// Version is reported to the manager.
 	Version string
+	// QueueMaxBytes caps the on-disk event queue (default 1 GiB); when it
+	// is full the oldest events are dropped, and counted in an
+	// "events-dropped" event.
+	QueueMaxBytes int64
 	// ClockOffset shifts the clock the agent reports. Test use only: it
 	// lets an end-to-end test provoke a clock-drift alert.
 	ClockOffset time.Duration
+	// TestEvents makes the agent emit that many numbered test events
+	// (tests only).
+	TestEvents int
 }
 
 // Agent is the running agent. Create it with New, then Run.
@@ -38,6 +47,7 @@ type Agent struct {
 	log     *slog.Logger
 	id      *Identity
 	client  *Client
+	q       *eventq.Queue
 	started time.Time
 
 	seq      uint64
@@ -72,10 +82,36 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // ID is the agent ID.
 func (a *Agent) ID() string { return a.id.AgentID }
 
-// Run heartbeats until ctx is cancelled.
+// Run heartbeats and delivers events until ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.client.Close()
-	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager)
+	q, err := openQueue(a.cfg.DataDir, a.cfg.QueueMaxBytes)
+	if err != nil {
+		return err
+	}
+	a.q = q
+	defer q.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the queue closes
+	sctx, stopSender := context.WithCancel(ctx)
+	defer stopSender()
+	wg.Go(func() { a.sendEvents(sctx) })
+	if a.cfg.TestEvents > 0 {
+		wg.Go(func() {
+			if err := a.emitTestEvents(sctx, a.cfg.TestEvents); err != nil {
+				a.log.Error("emit test events", "err", err)
+			}
+		})
+	}
+	if err := a.Emit("agent-started", "info", map[string]string{"version": a.cfg.Version}); err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.Emit("agent-stopped", "info", nil); err != nil {
+			a.log.Error("queue the stop event", "err", err)
+		}
+	}()
+	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager, "queued_events", q.Len())
 	failures := 0
 	var refused string
 	for {

@@ -91,7 +91,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: 15 * time.Second,
-		MaxIdleConnsPerHost: 1,
+		MaxIdleConnsPerHost: 2, // heartbeats and event batches run side by side
 		IdleConnTimeout:     idle,
 		DialContext:         o.Dial,
 	}
@@ -128,6 +128,11 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	if err != nil {
 		return err
 	}
+	return c.postRaw(ctx, path, body, out)
+}
+
+// postRaw sends an already encoded message.
+func (c *Client) postRaw(ctx context.Context, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(path).String(), bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -184,6 +189,16 @@ func (c *Client) Heartbeat(ctx context.Context, hb *proto.Heartbeat) (*proto.Hea
 		return nil, err
 	}
 	return &resp, nil
+}
+
+// SendEvents sends an encoded proto.EventBatch; a nil error means the
+// manager stored every event in it durably.
+func (c *Client) SendEvents(ctx context.Context, batch []byte) (*proto.EventAck, error) {
+	var ack proto.EventAck
+	if err := c.postRaw(ctx, proto.PathEvents, batch, &ack); err != nil {
+		return nil, err
+	}
+	return &ack, nil
 }
 
 // Renew asks for a new certificate.

@@ -38,6 +38,7 @@ type Store interface {
 	ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Alert, error)
 	GetAlert(ctx context.Context, id string) (store.Alert, error)
 	ClearAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	Settings(ctx context.Context) (map[string]string, error)
 	PutSettings(ctx context.Context, kv map[string]string) error
 }
@@ -85,6 +86,7 @@ const (
 	PermSettingsRead   = "settings:read"
 	PermSettingsWrite  = "settings:write"
 	PermCARead         = "ca:read"
+	PermEventsRead     = "events:read"
 )
 
 const permKey = "permission"
@@ -121,6 +123,7 @@ func New(mux *http.ServeMux, d Deps) *API {
 	a.registerAlerts()
 	a.registerSettings()
 	a.registerCA()
+	a.registerEvents()
 	return a
 }
 

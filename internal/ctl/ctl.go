@@ -60,7 +60,7 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVar(&g.fingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the manager CA")
 	pf.StringVar(&g.credentials, "credentials", "", "credentials file (url, ca_fingerprint, token)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), settingsCmd(g), caCmd(g))
+	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), settingsCmd(g), caCmd(g))
 	return cmd
 }
 
@@ -324,6 +324,55 @@ func alertsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(ls, clear)
+	return cmd
+}
+
+func eventsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "events", Short: "Events sent by agents"}
+	var computer, since string
+	var types []string
+	var limit int
+	ls := &cobra.Command{
+		Use: "list", Short: "List events, newest first", Args: cobra.NoArgs,
+		Example: `  yagura ctl events list --computer 0193a5c2-… --since 1h
+  yagura ctl events list --type events-dropped -o json`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			if computer != "" {
+				q.Set("computer", computer)
+			}
+			for _, t := range types {
+				q.Add("type", t)
+			}
+			if since != "" {
+				d, err := time.ParseDuration(since)
+				if err != nil {
+					return fmt.Errorf("--since %q: want a duration such as 30m or 24h", since)
+				}
+				q.Set("since", time.Now().Add(-d).UTC().Format(time.RFC3339))
+			}
+			var out list[api.Event]
+			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/events", q, nil, &out); err != nil {
+				return err
+			}
+			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "TIME\tSEVERITY\tTYPE\tCOMPUTER\tDATA")
+				for _, e := range out.Items {
+					t := e.Time
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ts(&t), e.Severity, e.Type, e.ComputerID, dash(string(e.Data)))
+				}
+			})
+		},
+	}
+	ls.Flags().StringVar(&computer, "computer", "", "only this computer's events")
+	ls.Flags().StringSliceVar(&types, "type", nil, "only these types")
+	ls.Flags().StringVar(&since, "since", "", "only events newer than this (30m, 24h)")
+	ls.Flags().IntVar(&limit, "limit", 100, "at most this many (1 to 10000)")
+	cmd.AddCommand(ls)
 	return cmd
 }
 

@@ -241,6 +241,22 @@ func (f *Fleet) Deactivate(id string) {
 	sh.mu.Unlock()
 }
 
+// Active returns nil if the agent may talk to the manager, else ErrUnknown
+// or ErrDeactivated.
+func (f *Fleet) Active(id string) error {
+	sh := f.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[id]
+	switch {
+	case !ok:
+		return ErrUnknown
+	case e.deactivated:
+		return ErrDeactivated
+	}
+	return nil
+}
+
 // Heartbeat records a heartbeat received at now. It returns ErrUnknown for
 // an agent this node has not loaded and ErrDeactivated for one that may no
 // longer talk to the manager.

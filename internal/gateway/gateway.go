@@ -35,11 +35,13 @@ type Store interface {
 	GetComputer(ctx context.Context, id string) (store.Computer, error)
 	SetComputerCert(ctx context.Context, id, serial string, notAfter time.Time) error
 	DeactivateComputer(ctx context.Context, id string, at time.Time) (store.Computer, error)
+	InsertEvents(ctx context.Context, events []store.Event) (int, error)
 }
 
 // Fleet is the live view heartbeats go to.
 type Fleet interface {
 	Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (fleet.Reply, error)
+	Active(id string) error
 	Add(c store.Computer)
 	Deactivate(id string)
 	Settings() settings.Settings
@@ -68,6 +70,7 @@ type Gateway struct {
 	enrolments *prometheus.CounterVec
 	refusals   *prometheus.CounterVec
 	latency    prometheus.Histogram
+	eventsIn   prometheus.Counter
 }
 
 // New returns a gateway. It does no I/O.
@@ -86,8 +89,11 @@ func New(cfg Config, ca *pki.CA, st Store, fl Fleet, log *slog.Logger, reg prome
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 		}),
 	}
+	g.eventsIn = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "yagura_events_stored_total", Help: "Agent events stored (resent duplicates not counted).",
+	})
 	if reg != nil {
-		reg.MustRegister(g.enrolments, g.refusals, g.latency)
+		reg.MustRegister(g.enrolments, g.refusals, g.latency, g.eventsIn)
 	}
 	return g
 }
@@ -97,6 +103,56 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+proto.PathEnroll, g.enroll)
 	mux.HandleFunc("POST "+proto.PathHeartbeat, g.heartbeat)
 	mux.HandleFunc("POST "+proto.PathRenew, g.renew)
+	mux.HandleFunc("POST "+proto.PathEvents, g.events)
+}
+
+// active checks the agent may talk to the manager, learning it from the
+// store if this node has not seen it.
+func (g *Gateway) active(ctx context.Context, w http.ResponseWriter, id string) bool {
+	err := g.fleet.Active(id)
+	if errors.Is(err, fleet.ErrUnknown) {
+		if !g.learn(ctx, w, id) {
+			return false
+		}
+		err = g.fleet.Active(id)
+	}
+	if err != nil {
+		g.refuseAgent(w, id, err)
+		return false
+	}
+	return true
+}
+
+// events stores a batch of events and acknowledges it only once the store
+// has committed it: the agent deletes what is acknowledged, so answering
+// before the commit could lose events in a crash. A resent batch is stored
+// once (the store skips IDs it holds).
+func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
+	id, _, ok := g.agent(w, r)
+	if !ok || !g.active(r.Context(), w, id) {
+		return
+	}
+	var b proto.EventBatch
+	if err := proto.DecodeLimit(r.Body, &b, proto.MaxEventsBody); err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "event batch: "+err.Error())
+		return
+	}
+	if err := b.Validate(); err != nil {
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "event batch: "+err.Error())
+		return
+	}
+	now := g.now()
+	evs := make([]store.Event, len(b.Events))
+	for i, e := range b.Events {
+		evs[i] = store.Event{ComputerID: id, ID: e.ID, Type: e.Type, Severity: e.Severity, Time: e.Time, ReceivedAt: now, Data: string(e.Data)}
+	}
+	n, err := g.store.InsertEvents(r.Context(), evs)
+	if err != nil {
+		g.internal(w, "store events", err)
+		return
+	}
+	g.eventsIn.Add(float64(n))
+	reply(w, proto.EventAck{V: proto.Version, Stored: n, Duplicates: len(evs) - n})
 }
 
 func (g *Gateway) problem(w http.ResponseWriter, status int, code, detail string) {

@@ -37,6 +37,7 @@ type memStore struct {
 	mu        sync.Mutex
 	tokens    map[string]*store.Token // by hash
 	computers map[string]store.Computer
+	events    map[string]store.Event // by computer/id
 }
 
 func (s *memStore) EnrollComputer(_ context.Context, tokenHash string, now time.Time, c store.Computer) (store.Token, error) {
@@ -97,6 +98,23 @@ func (s *memStore) DeactivateComputer(_ context.Context, id string, at time.Time
 	c.State, c.DeactivatedAt = store.ComputerDeactivated, at
 	s.computers[id] = c
 	return c, nil
+}
+
+func (s *memStore) InsertEvents(_ context.Context, evs []store.Event) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.events == nil {
+		s.events = map[string]store.Event{}
+	}
+	n := 0
+	for _, e := range evs {
+		k := e.ComputerID + "/" + e.ID
+		if _, ok := s.events[k]; !ok {
+			s.events[k] = e
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *memStore) addToken(t store.Token, plain string) {
@@ -594,4 +612,52 @@ func TestExpiredCertificateOnKeptConnection(t *testing.T) {
 	for _, path := range []string{proto.PathHeartbeat, proto.PathRenew} {
 		wantProblem(t, e.serve(path, hb, cs), http.StatusUnauthorized, proto.CodeCertExpired, "enrol again")
 	}
+}
+
+func TestEvents(t *testing.T) {
+	e := newEnv(t)
+	w := e.serve(proto.PathEnroll, mustJSON(t, enrollRequest(tokenUnlimited, newCSR(t))), nil)
+	var enrolled proto.EnrollResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &enrolled); err != nil {
+		t.Fatal(err)
+	}
+	cs := e.verified(t, enrolled.AgentID)
+	now := time.Now().UTC()
+	batch := proto.EventBatch{V: 1, Events: []proto.Event{
+		{ID: "e1", Type: "agent-started", Severity: "info", Time: now, Data: json.RawMessage(`{"version":"1"}`)},
+		{ID: "e2", Type: "test", Severity: "warning", Time: now},
+	}}
+	for i, want := range []proto.EventAck{{V: 1, Stored: 2}, {V: 1, Duplicates: 2}} {
+		w := e.serve(proto.PathEvents, mustJSON(t, batch), cs)
+		var ack proto.EventAck
+		if err := json.Unmarshal(w.Body.Bytes(), &ack); err != nil || w.Code != 200 || ack != want {
+			t.Fatalf("send %d: %d %s, want %+v", i, w.Code, w.Body, want)
+		}
+	}
+	if got := e.store.events[enrolled.AgentID+"/e1"]; got.Data != `{"version":"1"}` || got.ComputerID != enrolled.AgentID {
+		t.Errorf("stored %+v", got)
+	}
+	bad := []struct {
+		name   string
+		mutate func(*proto.EventBatch)
+		detail string
+	}{
+		{"no id", func(b *proto.EventBatch) { b.Events[0].ID = "" }, "events[0].id"},
+		{"bad type", func(b *proto.EventBatch) { b.Events[1].Type = "Bad Type" }, "events[1].type"},
+		{"bad severity", func(b *proto.EventBatch) { b.Events[0].Severity = "panic" }, "events[0].severity"},
+		{"data not an object", func(b *proto.EventBatch) { b.Events[0].Data = json.RawMessage(`[1]`) }, "events[0].data"},
+		{"too many", func(b *proto.EventBatch) {
+			b.Events = make([]proto.Event, proto.MaxEventsPerBatch+1)
+		}, "at most 1000"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			b := proto.EventBatch{V: 1, Events: append([]proto.Event(nil), batch.Events...)}
+			tc.mutate(&b)
+			wantProblem(t, e.serve(proto.PathEvents, mustJSON(t, b), cs), 400, proto.CodeBadRequest, tc.detail)
+		})
+	}
+	wantProblem(t, e.serve(proto.PathEvents, mustJSON(t, batch), nil), 401, proto.CodeCertRequired, "")
+	e.fleet.Deactivate(enrolled.AgentID)
+	wantProblem(t, e.serve(proto.PathEvents, mustJSON(t, batch), cs), 403, proto.CodeAgentDeactivate, "")
 }

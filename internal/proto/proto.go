@@ -28,6 +28,7 @@ const (
 	PathEnroll    = "/agent/v1/enroll"
 	PathHeartbeat = "/agent/v1/heartbeat"
 	PathRenew     = "/agent/v1/renew"
+	PathEvents    = "/agent/v1/events"
 )
 
 // MaxBody bounds every agent request body. Heartbeats are a few hundred
@@ -150,15 +151,24 @@ var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Decode reads one JSON message of at most MaxBody bytes into v. Errors say
 // what is wrong and where (byte offset, field).
-func Decode(r io.Reader, v any) error {
+func Decode(r io.Reader, v any) error { return DecodeLimit(r, v, MaxBody) }
+
+// DecodeLimit is Decode with another size limit (event batches).
+func DecodeLimit(r io.Reader, v any, limit int) error {
 	buf := bodies.Get().(*bytes.Buffer)
 	buf.Reset()
-	defer bodies.Put(buf)
-	if _, err := buf.ReadFrom(io.LimitReader(r, MaxBody+1)); err != nil {
+	defer func() {
+		// Keep only ordinary-sized buffers: one big batch must not pin
+		// megabytes in the pool.
+		if buf.Cap() <= 1<<20 {
+			bodies.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(r, int64(limit)+1)); err != nil {
 		return fmt.Errorf("read body: %w", err)
 	}
-	if buf.Len() > MaxBody {
-		return errors.New("body larger than 64 KiB")
+	if buf.Len() > limit {
+		return fmt.Errorf("body larger than %d KiB", limit>>10)
 	}
 	b := buf.Bytes()
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -258,3 +268,90 @@ func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // FromMillis converts a wire duration.
 func FromMillis(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// Event batches.
+const (
+	// MaxEventsBody bounds an event batch.
+	MaxEventsBody = 4 << 20
+	// MaxEventsPerBatch bounds the events in one batch.
+	MaxEventsPerBatch = 1000
+	maxEventData      = 16 << 10
+)
+
+// Severities an event may carry.
+var severities = map[string]bool{"critical": true, "error": true, "warning": true, "info": true}
+
+// Event is one event from an agent. Its ID is made at the agent and is
+// stable across resends, which is what makes delivery exactly-once in the
+// store.
+type Event struct {
+	ID       string          `json:"id"`
+	Type     string          `json:"type"`
+	Time     time.Time       `json:"time"`
+	Severity string          `json:"severity"`
+	Data     json.RawMessage `json:"data,omitempty"`
+}
+
+// EventBatch carries events, oldest first.
+type EventBatch struct {
+	V      int     `json:"v"`
+	Events []Event `json:"events"`
+}
+
+// EventAck answers a batch once it is durably stored.
+type EventAck struct {
+	V int `json:"v"`
+	// Stored counts new events; Duplicates those already held (a resend).
+	Stored     int `json:"stored"`
+	Duplicates int `json:"duplicates"`
+}
+
+// Validate checks a batch.
+func (b *EventBatch) Validate() error {
+	if b.V < 1 {
+		return fmt.Errorf("v: unsupported message version %d", b.V)
+	}
+	if len(b.Events) > MaxEventsPerBatch {
+		return fmt.Errorf("events: %d in one batch, at most %d", len(b.Events), MaxEventsPerBatch)
+	}
+	for i := range b.Events {
+		if err := b.Events[i].Validate(); err != nil {
+			return fmt.Errorf("events[%d].%w", i, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks one event.
+func (e *Event) Validate() error {
+	switch {
+	case e.ID == "" || len(e.ID) > 64:
+		return errors.New("id: must be 1 to 64 bytes")
+	case !validName(e.Type):
+		return fmt.Errorf("type: %.70q must be 1 to 64 of a-z, 0-9, '-', '_', '.'", e.Type)
+	case !severities[e.Severity]:
+		return fmt.Errorf("severity: %.40q must be critical, error, warning or info", e.Severity)
+	case e.Time.IsZero():
+		return errors.New("time: missing")
+	case len(e.Data) > maxEventData:
+		return fmt.Errorf("data: %d bytes, at most %d", len(e.Data), maxEventData)
+	}
+	if len(e.Data) > 0 {
+		if t := bytes.TrimSpace(e.Data); len(t) == 0 || t[0] != '{' {
+			return errors.New("data: must be a JSON object")
+		}
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -117,6 +118,26 @@ func FuzzEnroll(f *testing.F) {
 		}
 		if e.Token == "" || e.CSR == "" || e.Inventory.Hostname == "" {
 			t.Fatalf("accepted %+v", e)
+		}
+	})
+}
+
+func FuzzEventBatch(f *testing.F) {
+	f.Add([]byte(`{"v":1,"events":[{"id":"e1","type":"agent-started","time":"2026-01-02T03:04:05Z","severity":"info","data":{"version":"1"}}]}`))
+	f.Add([]byte(`{"v":1,"events":[{"id":"e1","type":"x","time":"2026-01-02T03:04:05Z","severity":"warning","data":[1]}]}`))
+	f.Add([]byte(`{"v":1,"events":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var batch EventBatch
+		if DecodeLimit(strings.NewReader(string(b)), &batch, MaxEventsBody) != nil || batch.Validate() != nil {
+			return
+		}
+		for _, e := range batch.Events {
+			if e.ID == "" || !validName(e.Type) || !severities[e.Severity] || e.Time.IsZero() {
+				t.Fatalf("accepted %+v", e)
+			}
+			if len(e.Data) > 0 && !json.Valid(e.Data) {
+				t.Fatalf("accepted invalid JSON data %q", e.Data)
+			}
 		}
 	})
 }

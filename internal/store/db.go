@@ -763,6 +763,7 @@ const (
 // queries holds every fixed statement, rebound for the dialect once in New
 // so that calls do not rewrite SQL.
 type queries struct {
+	insertEvent                                         string
 	loadCA, saveCA                                      string
 	settings, putSetting                                string
 	createToken, listTokens, getToken, tokenByHash      string
@@ -775,6 +776,8 @@ type queries struct {
 
 func newQueries(rebind func(string) string, collate string) queries {
 	return queries{
+		insertEvent: rebind(`INSERT INTO events (` + eventColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (computer_id, id) DO NOTHING`),
 		loadCA: rebind(`SELECT cert_pem, key_pem, created_at FROM ca WHERE id = 1`),
 		saveCA: rebind(`INSERT INTO ca (id, cert_pem, key_pem, created_at) VALUES (1, ?, ?, ?)`),
 

@@ -122,3 +122,23 @@ type AlertFilter struct {
 	Types      []string
 	Limit      int // 0: no limit
 }
+
+// Event is an event an agent sent (a security or system event).
+type Event struct {
+	ComputerID string
+	ID         string // made by the agent; unique per computer
+	Type       string
+	Severity   string
+	Time       time.Time // when it happened, by the agent's clock
+	ReceivedAt time.Time // when the manager stored it
+	Data       string    // JSON object, or empty
+}
+
+// EventFilter selects events; zero fields do not filter.
+type EventFilter struct {
+	ComputerID string
+	Types      []string
+	Since      time.Time // Time >= Since
+	Until      time.Time // Time < Until
+	Limit      int       // 0: no limit
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"ClearOpenAlerts", testClearOpenAlerts},
 		{"ListAlerts", testListAlerts},
 		{"InvalidArguments", testInvalidArguments},
+		{"Events", testEvents},
+		{"EventsIdempotent", testEventsIdempotent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1033,4 +1036,87 @@ func BenchUpdatePresence(b *testing.B, db *store.DB) {
 		n++
 	}
 	b.ReportMetric(float64(n*batchSize)/b.Elapsed().Seconds(), "presences/s")
+}
+
+func testEvents(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	evs := []store.Event{
+		{ComputerID: "c1", ID: "e1", Type: "agent-started", Severity: "info", Time: base, ReceivedAt: base.Add(time.Second), Data: `{"version":"1"}`},
+		{ComputerID: "c1", ID: "e2", Type: "firewall-deny", Severity: "warning", Time: base.Add(time.Minute), ReceivedAt: base.Add(time.Minute)},
+		{ComputerID: "c2", ID: "e1", Type: "firewall-deny", Severity: "warning", Time: base.Add(2 * time.Minute), ReceivedAt: base.Add(2 * time.Minute)},
+	}
+	n, err := db.InsertEvents(ctx, evs)
+	checkErr(t, "InsertEvents", err, nil)
+	if n != 3 {
+		t.Fatalf("InsertEvents stored %d, want 3 (the same ID on two computers is two events)", n)
+	}
+	got, err := db.ListEvents(ctx, store.EventFilter{})
+	checkErr(t, "ListEvents", err, nil)
+	want := []store.Event{evs[2], evs[1], evs[0]}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("ListEvents, newest first (-got +want):\n%s", diff)
+	}
+	tests := []struct {
+		name string
+		f    store.EventFilter
+		want []string // computer/id
+	}{
+		{"computer", store.EventFilter{ComputerID: "c1"}, []string{"c1/e2", "c1/e1"}},
+		{"types", store.EventFilter{Types: []string{"firewall-deny"}}, []string{"c2/e1", "c1/e2"}},
+		{"since", store.EventFilter{Since: base.Add(time.Minute)}, []string{"c2/e1", "c1/e2"}},
+		{"until", store.EventFilter{Until: base.Add(time.Minute)}, []string{"c1/e1"}},
+		{"limit", store.EventFilter{Limit: 1}, []string{"c2/e1"}},
+		{"nothing", store.EventFilter{ComputerID: "c9"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := db.ListEvents(ctx, tt.f)
+			checkErr(t, "ListEvents", err, nil)
+			var ids []string
+			for _, e := range got {
+				ids = append(ids, e.ComputerID+"/"+e.ID)
+			}
+			if diff := cmp.Diff(ids, tt.want); diff != "" {
+				t.Errorf("(-got +want):\n%s", diff)
+			}
+			f := tt.f
+			f.Limit = 0
+			if c, err := db.CountEvents(ctx, f); err != nil || (tt.f.Limit == 0 && c != len(tt.want)) {
+				t.Errorf("CountEvents = %d, %v; want %d", c, err, len(tt.want))
+			}
+		})
+	}
+	_, err = db.InsertEvents(ctx, []store.Event{{ComputerID: "c1", Type: "x", Time: base}})
+	checkErr(t, "InsertEvents without an ID", err, store.ErrInvalid)
+}
+
+func testEventsIdempotent(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	batch := make([]store.Event, 100)
+	for i := range batch {
+		batch[i] = store.Event{ComputerID: "c1", ID: fmt.Sprintf("e%03d", i), Type: "t", Severity: "info", Time: base, ReceivedAt: base}
+	}
+	if n, err := db.InsertEvents(ctx, batch[:60]); err != nil || n != 60 {
+		t.Fatalf("first batch: %d, %v", n, err)
+	}
+	// A resent batch overlapping the first stores only what is new, and
+	// concurrent resends never store an event twice.
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			n, err := db.InsertEvents(ctx, batch)
+			if err != nil {
+				t.Error(err)
+			}
+			total.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	if total.Load() != 40 {
+		t.Errorf("resends stored %d new events, want 40", total.Load())
+	}
+	if c, _ := db.CountEvents(ctx, store.EventFilter{}); c != 100 {
+		t.Errorf("%d events stored, want 100", c)
+	}
 }
