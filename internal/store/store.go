@@ -142,3 +142,62 @@ type EventFilter struct {
 	Until      time.Time // Time < Until
 	Limit      int       // 0: no limit
 }
+
+// Job statuses, per target. Pending, delivered and running are unfinished;
+// the others are final.
+const (
+	JobPending   = "pending"
+	JobDelivered = "delivered"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobExpired   = "expired"
+	JobCancelled = "cancelled"
+)
+
+// JobFinal reports whether a status is final.
+func JobFinal(status string) bool {
+	switch status {
+	case JobSucceeded, JobFailed, JobExpired, JobCancelled:
+		return true
+	}
+	return false
+}
+
+// Job is a command for one or many computers.
+type Job struct {
+	ID          string
+	Kind        string // heartbeat-now, collect-logs, uninstall, …
+	Params      string // JSON object, or empty
+	Description string
+	CreatedBy   string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	CancelledAt time.Time
+}
+
+// JobTarget is a job's progress on one computer.
+type JobTarget struct {
+	JobID       string
+	ComputerID  string
+	Status      string
+	UpdatedAt   time.Time
+	DeliveredAt time.Time
+	StartedAt   time.Time
+	FinishedAt  time.Time
+	Result      string // small JSON, or empty
+	FileID      string // an uploaded file, or empty
+}
+
+// File is a file an agent uploaded for a job.
+type File struct {
+	ID         string
+	JobID      string
+	ComputerID string
+	Name       string
+	Size       int64
+	SHA256     string // hex, as announced by the agent
+	Received   int64  // bytes received so far
+	CreatedAt  time.Time
+	CompleteAt time.Time // zero until every byte arrived and the hash matched
+}

@@ -55,6 +55,9 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"InvalidArguments", testInvalidArguments},
 		{"Events", testEvents},
 		{"EventsIdempotent", testEventsIdempotent},
+		{"Jobs", testJobs},
+		{"JobCancelExpire", testJobCancelExpire},
+		{"Files", testFiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1119,4 +1122,148 @@ func testEventsIdempotent(t *testing.T, db *store.DB) {
 	if c, _ := db.CountEvents(ctx, store.EventFilter{}); c != 100 {
 		t.Errorf("%d events stored, want 100", c)
 	}
+}
+
+func jobIDs(js []store.Job) []string {
+	var out []string
+	for _, j := range js {
+		out = append(out, j.ID)
+	}
+	return out
+}
+
+func testJobs(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	j1 := store.Job{ID: "j1", Kind: "heartbeat-now", CreatedBy: "admin", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	j2 := store.Job{ID: "j2", Kind: "collect-logs", Params: `{"paths":["/var/log/*.log"]}`, CreatedAt: base.Add(time.Second), ExpiresAt: base.Add(time.Hour)}
+	checkErr(t, "CreateJob j1", db.CreateJob(ctx, j1, []string{"c1", "c2"}), nil)
+	checkErr(t, "CreateJob j2", db.CreateJob(ctx, j2, []string{"c1"}), nil)
+	checkErr(t, "CreateJob duplicate", db.CreateJob(ctx, j1, []string{"c3"}), store.ErrConflict)
+	checkErr(t, "CreateJob without targets", db.CreateJob(ctx, store.Job{ID: "j3", Kind: "x", CreatedAt: base, ExpiresAt: base}, nil), store.ErrInvalid)
+
+	got, err := db.GetJob(ctx, "j2")
+	checkErr(t, "GetJob", err, nil)
+	if diff := cmp.Diff(got, j2); diff != "" {
+		t.Errorf("GetJob (-got +want):\n%s", diff)
+	}
+	_, err = db.GetJob(ctx, "nope")
+	checkErr(t, "GetJob unknown", err, store.ErrNotFound)
+	js, err := db.ListJobs(ctx, 0)
+	checkErr(t, "ListJobs", err, nil)
+	if diff := cmp.Diff(jobIDs(js), []string{"j2", "j1"}); diff != "" {
+		t.Errorf("ListJobs, newest first (-got +want):\n%s", diff)
+	}
+
+	now := base.Add(time.Minute)
+	un, err := db.UnfinishedJobs(ctx, "c1", now)
+	checkErr(t, "UnfinishedJobs", err, nil)
+	if diff := cmp.Diff(jobIDs(un), []string{"j1", "j2"}); diff != "" {
+		t.Errorf("UnfinishedJobs, oldest first (-got +want):\n%s", diff)
+	}
+	checkErr(t, "MarkDelivered", db.MarkDelivered(ctx, "c1", []string{"j1", "j2"}, now), nil)
+	ts, _ := db.JobTargets(ctx, "j1")
+	if ts[0].ComputerID != "c1" || ts[0].Status != store.JobDelivered || !ts[0].DeliveredAt.Equal(now) || ts[1].Status != store.JobPending {
+		t.Errorf("after delivery to c1: %+v", ts)
+	}
+	// Delivered but unfinished jobs are sent again (the agent dedups).
+	if un, _ := db.UnfinishedJobs(ctx, "c1", now); len(un) != 2 {
+		t.Errorf("delivered jobs no longer unfinished: %v", jobIDs(un))
+	}
+
+	run, err := db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c1", Status: store.JobRunning}, now.Add(time.Second))
+	checkErr(t, "running", err, nil)
+	if !run.StartedAt.Equal(now.Add(time.Second)) || !run.FinishedAt.IsZero() {
+		t.Errorf("running: %+v", run)
+	}
+	done, err := db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c1", Status: store.JobSucceeded, Result: `{"ok":true}`}, now.Add(2*time.Second))
+	checkErr(t, "succeeded", err, nil)
+	if done.Result != `{"ok":true}` || !done.FinishedAt.Equal(now.Add(2*time.Second)) || !done.StartedAt.Equal(run.StartedAt) {
+		t.Errorf("succeeded: %+v", done)
+	}
+	// A repeated report is harmless; a different one after the end is refused.
+	_, err = db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c1", Status: store.JobSucceeded, Result: `{"ok":true}`}, now.Add(3*time.Second))
+	checkErr(t, "same final report again", err, nil)
+	_, err = db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c1", Status: store.JobFailed}, now.Add(3*time.Second))
+	checkErr(t, "report after the end", err, store.ErrConflict)
+	_, err = db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c1", Status: store.JobCancelled}, now)
+	checkErr(t, "agents cannot cancel", err, store.ErrInvalid)
+	_, err = db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j1", ComputerID: "c9", Status: store.JobRunning}, now)
+	checkErr(t, "unknown target", err, store.ErrNotFound)
+	if un, _ := db.UnfinishedJobs(ctx, "c1", now); len(un) != 1 || un[0].ID != "j2" {
+		t.Errorf("after j1 finished, unfinished: %v", jobIDs(un))
+	}
+	cj, err := db.ComputerJobs(ctx, "c1")
+	checkErr(t, "ComputerJobs", err, nil)
+	if len(cj) != 2 {
+		t.Errorf("ComputerJobs(c1) = %d targets, want 2", len(cj))
+	}
+}
+
+func testJobCancelExpire(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	j := store.Job{ID: "j", Kind: "collect-logs", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	checkErr(t, "CreateJob", db.CreateJob(ctx, j, []string{"c1", "c2", "c3"}), nil)
+	db.MarkDelivered(ctx, "c2", []string{"j"}, base)
+	db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j", ComputerID: "c3", Status: store.JobRunning}, base)
+	cancelled, err := db.CancelJob(ctx, "j", base.Add(time.Minute))
+	checkErr(t, "CancelJob", err, nil)
+	if !cancelled.CancelledAt.Equal(base.Add(time.Minute)) {
+		t.Errorf("cancelled at %v", cancelled.CancelledAt)
+	}
+	_, err = db.CancelJob(ctx, "j", base.Add(time.Minute))
+	checkErr(t, "CancelJob twice", err, store.ErrConflict)
+	ts, _ := db.JobTargets(ctx, "j")
+	got := map[string]string{}
+	for _, x := range ts {
+		got[x.ComputerID] = x.Status
+	}
+	want := map[string]string{"c1": store.JobCancelled, "c2": store.JobCancelled, "c3": store.JobRunning}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("after cancel (-got +want):\n%s", diff)
+	}
+	if un, _ := db.UnfinishedJobs(ctx, "c1", base); len(un) != 0 {
+		t.Error("a cancelled job is still offered to a computer that had not started it")
+	}
+	if un, _ := db.UnfinishedJobs(ctx, "c3", base); len(un) != 1 {
+		t.Error("the computer running a cancelled job no longer sees it")
+	}
+
+	e := store.Job{ID: "e", Kind: "heartbeat-now", CreatedAt: base, ExpiresAt: base.Add(time.Minute)}
+	checkErr(t, "CreateJob", db.CreateJob(ctx, e, []string{"c1", "c2"}), nil)
+	db.UpdateJobTarget(ctx, store.JobTarget{JobID: "e", ComputerID: "c2", Status: store.JobSucceeded}, base)
+	if un, _ := db.UnfinishedJobs(ctx, "c1", base.Add(time.Minute)); len(un) != 0 {
+		t.Error("an expired job is offered")
+	}
+	n, err := db.ExpireJobs(ctx, base.Add(2*time.Minute))
+	checkErr(t, "ExpireJobs", err, nil)
+	// e on c1 expires; c3's running part of the (cancelled) job j does not
+	// expire before j's own expiry.
+	if n != 1 {
+		t.Errorf("ExpireJobs = %d, want 1", n)
+	}
+	ts, _ = db.JobTargets(ctx, "e")
+	if ts[0].Status != store.JobExpired || ts[1].Status != store.JobSucceeded {
+		t.Errorf("after expiry: %+v", ts)
+	}
+}
+
+func testFiles(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	f := store.File{ID: "f1", JobID: "j", ComputerID: "c1", Name: "logs.zip", Size: 1000, SHA256: strings.Repeat("ab", 32), CreatedAt: base}
+	checkErr(t, "CreateFile", db.CreateFile(ctx, f), nil)
+	checkErr(t, "CreateFile twice", db.CreateFile(ctx, f), store.ErrConflict)
+	checkErr(t, "CreateFile bad hash", db.CreateFile(ctx, store.File{ID: "f2", JobID: "j", ComputerID: "c", SHA256: "x"}), store.ErrInvalid)
+	checkErr(t, "progress", db.SetFileReceived(ctx, "f1", 500, time.Time{}), nil)
+	got, err := db.GetFile(ctx, "f1")
+	checkErr(t, "GetFile", err, nil)
+	if got.Received != 500 || !got.CompleteAt.IsZero() {
+		t.Errorf("after progress: %+v", got)
+	}
+	checkErr(t, "complete", db.SetFileReceived(ctx, "f1", 1000, base.Add(time.Second)), nil)
+	got, _ = db.GetFile(ctx, "f1")
+	f.Received, f.CompleteAt = 1000, base.Add(time.Second)
+	if diff := cmp.Diff(got, f); diff != "" {
+		t.Errorf("GetFile (-got +want):\n%s", diff)
+	}
+	checkErr(t, "SetFileReceived unknown", db.SetFileReceived(ctx, "nope", 1, time.Time{}), store.ErrNotFound)
 }
