@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
@@ -39,6 +41,9 @@ type Store interface {
 	GetAlert(ctx context.Context, id string) (store.Alert, error)
 	ClearAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	GetJob(ctx context.Context, id string) (store.Job, error)
+	ListJobs(ctx context.Context, limit int) ([]store.Job, error)
+	JobTargets(ctx context.Context, jobID string) ([]store.JobTarget, error)
 	Settings(ctx context.Context) (map[string]string, error)
 	PutSettings(ctx context.Context, kv map[string]string) error
 }
@@ -52,6 +57,13 @@ type Fleet interface {
 	SetSettings(s settings.Settings)
 }
 
+// Jobs is the job service.
+type Jobs interface {
+	Create(ctx context.Context, r jobs.CreateRequest, now time.Time) (store.Job, []string, error)
+	Cancel(ctx context.Context, id string, now time.Time) (store.Job, error)
+	OpenFile(ctx context.Context, id string) (store.File, *os.File, error)
+}
+
 // Authenticator maps a bearer credential to a principal name.
 type Authenticator interface {
 	Authenticate(ctx context.Context, bearer string) (principal string, ok bool)
@@ -61,6 +73,7 @@ type Authenticator interface {
 type Deps struct {
 	Store         Store
 	Fleet         Fleet
+	Jobs          Jobs
 	Auth          Authenticator
 	CAFingerprint string
 	CAPEM         string
@@ -87,6 +100,9 @@ const (
 	PermSettingsWrite  = "settings:write"
 	PermCARead         = "ca:read"
 	PermEventsRead     = "events:read"
+	PermJobsRead       = "jobs:read"
+	PermJobsWrite      = "jobs:write"
+	PermFilesRead      = "files:read"
 )
 
 const permKey = "permission"
@@ -124,6 +140,7 @@ func New(mux *http.ServeMux, d Deps) *API {
 	a.registerSettings()
 	a.registerCA()
 	a.registerEvents()
+	a.registerJobs()
 	return a
 }
 

@@ -23,7 +23,7 @@ type Computer struct {
 	OSVersion     string     `json:"os_version,omitempty"`
 	AgentVersion  string     `json:"agent_version,omitempty"`
 	IPs           []string   `json:"ips"`
-	State         string     `json:"state" enum:"active,deactivated" doc:"Lifecycle: active, or deactivated by an administrator."`
+	State         string     `json:"state" enum:"active,deactivated,uninstalled" doc:"Lifecycle: active, deactivated by an administrator, or uninstalled by an uninstall job."`
 	Status        string     `json:"status" enum:"online,warning,offline,pending,deactivated" doc:"Liveness from heartbeats."`
 	LastSeen      *time.Time `json:"last_seen,omitempty"`
 	Missed        int        `json:"missed_heartbeats"`
@@ -59,7 +59,7 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 		out.LastSeen = ptime(l.LastSeen)
 		out.ClockOffsetS = l.ClockOffset.Seconds()
 		out.UptimeS = int64(l.Uptime.Seconds())
-	} else if c.State == store.ComputerDeactivated {
+	} else if c.State != store.ComputerActive {
 		out.Status = string(fleet.StatusDeactivated)
 	} else {
 		out.Status = string(fleet.StatusPending)

@@ -228,7 +228,7 @@ func (f *Fleet) Add(c store.Computer) {
 		}
 	}
 	e.enrolledAt = c.EnrolledAt
-	e.deactivated = c.State == store.ComputerDeactivated
+	e.deactivated = c.State != store.ComputerActive
 }
 
 // Deactivate stops accepting heartbeats from a computer.

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -47,6 +48,16 @@ type Fleet interface {
 	Settings() settings.Settings
 }
 
+// Jobs is the job service, as the gateway uses it. Nil disables jobs.
+type Jobs interface {
+	ForAgent(ctx context.Context, id string, now time.Time) ([]proto.Job, error)
+	Report(ctx context.Context, agentID string, r *proto.JobStatus, now time.Time) (store.JobTarget, error)
+	Wait(ctx context.Context, id string, max time.Duration) bool
+	StartUpload(ctx context.Context, agentID string, r *proto.UploadRequest, now time.Time) (proto.UploadState, error)
+	UploadState(ctx context.Context, agentID, id string) (proto.UploadState, error)
+	Append(ctx context.Context, agentID, id string, offset int64, body io.Reader, now time.Time) (proto.UploadState, error)
+}
+
 // Config tunes the gateway.
 type Config struct {
 	// AgentCertValidity is how long agent certificates last; agents renew
@@ -64,6 +75,7 @@ type Gateway struct {
 	caPEM string
 	store Store
 	fleet Fleet
+	jobs  Jobs
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -74,9 +86,9 @@ type Gateway struct {
 }
 
 // New returns a gateway. It does no I/O.
-func New(cfg Config, ca *pki.CA, st Store, fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Gateway {
+func New(cfg Config, ca *pki.CA, st Store, fl Fleet, jobs Jobs, log *slog.Logger, reg prometheus.Registerer) *Gateway {
 	g := &Gateway{
-		cfg: cfg, ca: ca, caPEM: string(pki.CertificatePEM(ca.Cert)), store: st, fleet: fl, log: log, now: time.Now,
+		cfg: cfg, ca: ca, caPEM: string(pki.CertificatePEM(ca.Cert)), store: st, fleet: fl, jobs: jobs, log: log, now: time.Now,
 		enrolments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yagura_enrolments_total", Help: "Agent enrolment attempts by result.",
 		}, []string{"result"}),
@@ -104,6 +116,13 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+proto.PathHeartbeat, g.heartbeat)
 	mux.HandleFunc("POST "+proto.PathRenew, g.renew)
 	mux.HandleFunc("POST "+proto.PathEvents, g.events)
+	if g.jobs != nil {
+		mux.HandleFunc("POST "+proto.PathWait, g.wait)
+		mux.HandleFunc("POST "+proto.PathJobStatus, g.jobStatus)
+		mux.HandleFunc("POST "+proto.PathUploads, g.startUpload)
+		mux.HandleFunc("GET "+proto.PathUploads+"/{id}", g.uploadState)
+		mux.HandleFunc("PUT "+proto.PathUploads+"/{id}", g.appendUpload)
+	}
 }
 
 // active checks the agent may talk to the manager, learning it from the
@@ -314,9 +333,17 @@ func (g *Gateway) heartbeat(w http.ResponseWriter, r *http.Request) {
 		g.refuseAgent(w, id, err)
 		return
 	}
-	reply(w, proto.HeartbeatResponse{
+	resp := proto.HeartbeatResponse{
 		V: proto.Version, IntervalMillis: proto.Millis(rep.Interval), ClockMillis: now.UnixMilli(), SendInventory: rep.SendInventory,
-	})
+	}
+	if g.jobs != nil {
+		// A failure here must not fail the heartbeat: the jobs come with
+		// the next one.
+		if resp.Jobs, err = g.jobs.ForAgent(r.Context(), id, now); err != nil {
+			g.log.Error("load jobs for agent", "agent", id, "err", err)
+		}
+	}
+	reply(w, resp)
 	g.latency.Observe(time.Since(start).Seconds())
 }
 
@@ -367,7 +394,7 @@ func (g *Gateway) renew(w http.ResponseWriter, r *http.Request) {
 		g.internal(w, "load computer", err)
 		return
 	}
-	if c.State == store.ComputerDeactivated {
+	if c.State != store.ComputerActive {
 		g.refuseAgent(w, id, fleet.ErrDeactivated)
 		return
 	}

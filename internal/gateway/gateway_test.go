@@ -168,7 +168,7 @@ func newEnv(tb testing.TB) *env {
 	fl := fleet.New(fleet.DefaultConfig(), nil, settings.Default(), log, nil)
 	reg := prometheus.NewRegistry()
 	mux := http.NewServeMux()
-	gateway.New(gateway.DefaultConfig(), ca, st, fl, log, reg).Register(mux)
+	gateway.New(gateway.DefaultConfig(), ca, st, fl, nil, log, reg).Register(mux)
 	return &env{ca: ca, store: st, fleet: fl, reg: reg, mux: mux}
 }
 

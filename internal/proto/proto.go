@@ -29,6 +29,11 @@ const (
 	PathHeartbeat = "/agent/v1/heartbeat"
 	PathRenew     = "/agent/v1/renew"
 	PathEvents    = "/agent/v1/events"
+	PathWait      = "/agent/v1/wait"
+	PathJobStatus = "/agent/v1/jobs/status"
+	// PathUploads creates an upload; PathUploads + "/{id}" reports how
+	// much arrived (GET) and appends a chunk at ?offset= (PUT).
+	PathUploads = "/agent/v1/uploads"
 )
 
 // MaxBody bounds every agent request body. Heartbeats are a few hundred
@@ -113,6 +118,98 @@ type HeartbeatResponse struct {
 	ClockMillis int64 `json:"clock"`
 	// SendInventory asks the agent to include its inventory next time.
 	SendInventory bool `json:"send_inv,omitempty"`
+	// Jobs the agent has not finished, oldest first. They come again with
+	// every heartbeat until the agent reports a final status; the agent
+	// remembers what it ran and never runs a job twice.
+	Jobs []Job `json:"jobs,omitempty"`
+}
+
+// Job kinds.
+const (
+	JobHeartbeatNow = "heartbeat-now"
+	JobCollectLogs  = "collect-logs"
+	JobUninstall    = "uninstall"
+)
+
+// Job is a command for the agent.
+type Job struct {
+	ID        string          `json:"id"`
+	Kind      string          `json:"kind"`
+	Params    json.RawMessage `json:"params,omitempty"`
+	ExpiresAt time.Time       `json:"expires_at"`
+	// Cancelled: stop it if it is running.
+	Cancelled bool `json:"cancelled,omitempty"`
+}
+
+// CollectLogsParams are collect-logs' parameters.
+type CollectLogsParams struct {
+	// Paths are files or glob patterns (filepath.Match syntax, plus "**"
+	// is not supported: list directories explicitly).
+	Paths []string `json:"paths"`
+	// MaxBytes caps the total size of the files collected (before
+	// compression); files beyond it are listed as skipped.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+}
+
+// JobStatus is what the agent reports about a job.
+type JobStatus struct {
+	V      int             `json:"v"`
+	JobID  string          `json:"job_id"`
+	Status string          `json:"status"` // running, succeeded, failed
+	Result json.RawMessage `json:"result,omitempty"`
+	FileID string          `json:"file_id,omitempty"`
+}
+
+// Validate checks a job status report.
+func (s *JobStatus) Validate() error {
+	switch {
+	case s.V < 1:
+		return fmt.Errorf("v: unsupported message version %d", s.V)
+	case s.JobID == "" || len(s.JobID) > 64:
+		return errors.New("job_id: must be 1 to 64 bytes")
+	case s.Status != "running" && s.Status != "succeeded" && s.Status != "failed":
+		return fmt.Errorf("status: %.40q must be running, succeeded or failed", s.Status)
+	case len(s.Result) > maxEventData:
+		return fmt.Errorf("result: %d bytes, at most %d", len(s.Result), maxEventData)
+	case len(s.FileID) > 64:
+		return errors.New("file_id: too long")
+	}
+	if len(s.Result) > 0 {
+		if t := bytes.TrimSpace(s.Result); len(t) == 0 || t[0] != '{' {
+			return errors.New("result: must be a JSON object")
+		}
+	}
+	return nil
+}
+
+// WaitRequest is a long poll: the manager answers when there is something
+// for the agent (a job, a nudge) or after MaxMillis.
+type WaitRequest struct {
+	V         int   `json:"v"`
+	MaxMillis int64 `json:"max_ms"`
+}
+
+// WaitResponse ends a long poll; Wake means "heartbeat now".
+type WaitResponse struct {
+	V    int  `json:"v"`
+	Wake bool `json:"wake"`
+}
+
+// UploadRequest announces a file the agent is about to upload.
+type UploadRequest struct {
+	V      int    `json:"v"`
+	JobID  string `json:"job_id"`
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// UploadState says how much of an upload the manager holds.
+type UploadState struct {
+	V        int    `json:"v"`
+	FileID   string `json:"file_id"`
+	Received int64  `json:"received"`
+	Complete bool   `json:"complete"`
 }
 
 // Problem is an RFC 9457 problem document, with a stable Code agents act on.

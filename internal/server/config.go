@@ -8,6 +8,7 @@ import (
 
 	"github.com/yagura/yagura/internal/fleet"
 	"github.com/yagura/yagura/internal/gateway"
+	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/logging"
 )
 
@@ -22,6 +23,7 @@ type Config struct {
 	PKI     PKIConfig      `koanf:"pki"`
 	Gateway gateway.Config `koanf:"gateway"`
 	Fleet   fleet.Config   `koanf:"fleet"`
+	Jobs    jobs.Config    `koanf:"jobs"`
 }
 
 // HTTPConfig configures the HTTPS listener shared by the API, the console
@@ -74,6 +76,7 @@ func DefaultConfig() Config {
 		PKI:     PKIConfig{CAValidity: 10 * 365 * 24 * time.Hour, ServerCertValidity: 365 * 24 * time.Hour},
 		Gateway: gateway.DefaultConfig(),
 		Fleet:   fleet.DefaultConfig(),
+		Jobs:    jobs.DefaultConfig(),
 	}
 }
 
@@ -109,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Fleet.FlushEvery <= 0 || c.Fleet.PersistSeenEvery <= 0 {
 		errs = append(errs, errors.New("fleet.flush_every and fleet.persist_seen_every must be positive"))
+	}
+	if c.Jobs.DefaultExpiry < time.Minute || c.Jobs.MaxUploadBytes < 1<<20 {
+		errs = append(errs, errors.New("jobs: default_expiry at least 1m, max_upload_bytes at least 1 MiB"))
 	}
 	if c.HTTP.IdleTimeout < time.Second {
 		errs = append(errs, errors.New("http.idle_timeout: at least 1s"))

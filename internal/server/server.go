@@ -28,6 +28,7 @@ import (
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/fleet"
 	"github.com/yagura/yagura/internal/gateway"
+	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
@@ -118,6 +119,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
+	jcfg := s.cfg.Jobs
+	if jcfg.FilesDir == "" {
+		jcfg.FilesDir = filepath.Join(s.cfg.DataDir, "files")
+	}
+	js := jobs.New(jcfg, db, fl, s.log.With("component", "jobs"), reg)
+	if err := js.Load(ctx); err != nil {
+		return err
+	}
+
 	getCert, pin, err := s.serverCertificate(ca)
 	if err != nil {
 		return err
@@ -135,9 +145,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	auth := api.KeyAuth{Load: db.Settings}
 	mux := http.NewServeMux()
-	gateway.New(s.cfg.Gateway, ca, db, fl, s.log.With("component", "gateway"), reg).Register(mux)
+	gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg).Register(mux)
 	api.New(mux, api.Deps{
-		Store: db, Fleet: fl, Auth: auth, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
+		Store: db, Fleet: fl, Jobs: js, Auth: auth, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +195,7 @@ func (s *Server) Run(ctx context.Context) error {
 	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFleet()
 	g.Go(func() error { return fl.Run(fctx) })
+	g.Go(func() error { return js.Run(fctx) })
 	g.Go(func() error {
 		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("https server: %w", err)

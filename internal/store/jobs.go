@@ -313,3 +313,35 @@ func (db *DB) SetFileReceived(ctx context.Context, id string, received int64, co
 	}
 	return nil
 }
+
+// PendingComputers lists computers that have unfinished job targets, so the
+// heartbeat path can skip the job query for everyone else.
+func (db *DB) PendingComputers(ctx context.Context) ([]string, error) {
+	rows, err := db.db.QueryContext(ctx, db.rb("SELECT DISTINCT computer_id FROM job_targets WHERE status IN (?, ?, ?)"), JobPending, JobDelivered, JobRunning)
+	if err != nil {
+		return nil, db.fail("pending computers", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, db.fail("pending computers", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// MarkUninstalled records that a computer's agent uninstalled itself; it is
+// refused from then on, like a deactivated one.
+func (db *DB) MarkUninstalled(ctx context.Context, id string, at time.Time) error {
+	res, err := db.db.ExecContext(ctx, db.rb("UPDATE computers SET state = ?, deactivated_at = ? WHERE id = ?"), ComputerUninstalled, micros(at), id)
+	if err != nil {
+		return db.fail(fmt.Sprintf("mark computer %q uninstalled", id), err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("mark computer %q uninstalled: %w", id, ErrNotFound)
+	}
+	return nil
+}

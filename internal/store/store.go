@@ -59,6 +59,8 @@ type Token struct {
 const (
 	ComputerActive      = "active"
 	ComputerDeactivated = "deactivated"
+	// ComputerUninstalled: the agent removed itself after an uninstall job.
+	ComputerUninstalled = "uninstalled"
 )
 
 // Computer is an enrolled agent's host.
