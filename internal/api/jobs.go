@@ -187,7 +187,7 @@ func (a *API) registerJobs() {
 		OperationID: "download-file", Method: http.MethodGet, Path: "/api/v1/files/{id}",
 		Summary: "Download an uploaded file", Tags: []string{"Jobs"},
 		Description: "A file an agent uploaded for a job (collect-logs). The X-Checksum-SHA256 header carries its hash.",
-		Responses: map[string]*huma.Response{"200": {Description: "The file.", Content: map[string]*huma.MediaType{"application/octet-stream": {}}}},
+		Responses:   map[string]*huma.Response{"200": {Description: "The file.", Content: map[string]*huma.MediaType{"application/octet-stream": {}}}},
 	}, func(ctx context.Context, in *struct {
 		ID string `path:"id" maxLength:"64"`
 	}) (*huma.StreamResponse, error) {
