@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -90,7 +91,12 @@ func agentRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			err = a.Run(cmd.Context())
+			if errors.Is(err, agent.ErrUninstalled) {
+				fmt.Fprintln(cmd.OutOrStdout(), "The manager uninstalled this agent: its identity and queue are removed. Remove the program and its service to finish.")
+				return nil
+			}
+			return err
 		},
 	}
 	addAgentConfigFlags(cmd)

@@ -1,6 +1,7 @@
 // Package agent provides the Yagura host agent: enrolment with a manager,
 // and the runtime that heartbeats, renews its certificate before it expires,
-// and (in later issues) enforces policy and runs jobs.
+// delivers events from its durable queue, and runs jobs (and, in later
+// issues, enforces policy).
 //
 // The agent always opens the connection (HTTPS, so it crosses NAT and
 // proxies) and pins the manager CA by fingerprint. It is built without cgo
@@ -16,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/yagura/yagura/internal/eventq"
@@ -49,6 +51,10 @@ type Agent struct {
 	client  *Client
 	q       *eventq.Queue
 	started time.Time
+	running runningJobs
+	// stop ends Run early (after an uninstall job).
+	stop        context.CancelFunc
+	uninstalled atomic.Bool
 
 	seq      uint64
 	interval time.Duration
@@ -82,9 +88,24 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // ID is the agent ID.
 func (a *Agent) ID() string { return a.id.AgentID }
 
-// Run heartbeats and delivers events until ctx is cancelled.
-func (a *Agent) Run(ctx context.Context) error {
+// Run heartbeats, runs jobs and delivers events until ctx is cancelled. It
+// returns ErrUninstalled after an uninstall job.
+func (a *Agent) Run(ctx context.Context) (err error) {
 	defer a.client.Close()
+	ctx, a.stop = context.WithCancel(ctx)
+	defer a.stop()
+	a.running.cancels = map[string]context.CancelFunc{}
+	defer func() {
+		if a.uninstalled.Load() {
+			// Deferred first, so it runs last: the queue is closed by now.
+			if rerr := a.removeState(); rerr != nil {
+				err = errors.Join(ErrUninstalled, rerr)
+				return
+			}
+			a.log.Info("agent uninstalled: identity and state removed")
+			err = ErrUninstalled
+		}
+	}()
 	q, err := openQueue(a.cfg.DataDir, a.cfg.QueueMaxBytes)
 	if err != nil {
 		return err
@@ -93,6 +114,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer q.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait() // before the queue closes
+	defer a.running.wg.Wait()
 	sctx, stopSender := context.WithCancel(ctx)
 	defer stopSender()
 	wg.Go(func() { a.sendEvents(sctx) })
@@ -139,11 +161,49 @@ func (a *Agent) Run(ctx context.Context) error {
 			wait = backoff(failures, a.interval)
 			a.log.Warn("heartbeat failed", "err", err, "retry_in", wait.Round(time.Millisecond), "failures", failures)
 		}
-		select {
-		case <-ctx.Done():
+		if err == nil {
+			a.waitForManager(ctx, wait)
+		} else {
+			sleep(ctx, wait)
+		}
+		if ctx.Err() != nil {
 			a.log.Info("agent stopped")
 			return nil
-		case <-time.After(wait):
+		}
+	}
+}
+
+// waitForManager waits until the next heartbeat is due, in long polls so
+// that a job reaches an online agent within a second or two. Without long
+// polls (an older manager, a proxy that cuts them) it simply sleeps.
+func (a *Agent) waitForManager(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left < time.Second {
+			sleep(ctx, left)
+			return
+		}
+		woken, err := a.client.Wait(ctx, min(left, 55*time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var pe *ProblemError
+			if errors.As(err, &pe) {
+				// The manager refuses or lacks long polls: just sleep.
+				a.log.Debug("long poll refused; sleeping until the next heartbeat", "err", err)
+				sleep(ctx, time.Until(deadline))
+				return
+			}
+			// A cut connection: poll again soon, jobs should not wait a
+			// whole interval for it.
+			a.log.Debug("long poll interrupted; polling again", "err", err)
+			sleep(ctx, min(2*time.Second, time.Until(deadline)))
+			continue
+		}
+		if woken {
+			return
 		}
 	}
 }
@@ -186,6 +246,9 @@ func (a *Agent) beat(ctx context.Context) error {
 	resp, err := a.client.Heartbeat(rctx, hb)
 	if err != nil {
 		return err
+	}
+	if len(resp.Jobs) > 0 {
+		a.handleJobs(ctx, resp.Jobs)
 	}
 	if hb.Counters != nil {
 		a.sentCtr = hb.Counters

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -95,7 +96,9 @@ func NewClient(o ClientOptions) (*Client, error) {
 		IdleConnTimeout:     idle,
 		DialContext:         o.Dial,
 	}
-	c.http = &http.Client{Transport: c.transport, Timeout: 30 * time.Second}
+	// No client-wide timeout: a long poll lasts up to a minute. Each call
+	// bounds itself (see do).
+	c.http = &http.Client{Transport: c.transport}
 	return c, nil
 }
 
@@ -133,11 +136,34 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 
 // postRaw sends an already encoded message.
 func (c *Client) postRaw(ctx context.Context, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(path).String(), bytes.NewReader(body))
+	return c.do(ctx, http.MethodPost, path, "application/json", body, out)
+}
+
+// defaultTimeout bounds calls whose context has no deadline.
+const defaultTimeout = 60 * time.Second
+
+func (c *Client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
+	u := c.base.JoinPath(path)
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		u = c.base.JoinPath(path[:i])
+		u.RawQuery = path[i+1:]
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return explainTransport(err)
@@ -147,7 +173,8 @@ func (c *Client) postRaw(ctx context.Context, path string, body []byte, out any)
 		var p proto.Problem
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, proto.MaxBody))
 		if json.Unmarshal(b, &p) != nil || p.Status == 0 {
-			return fmt.Errorf("manager answered %s: %.200s", resp.Status, b)
+			// Not one of ours (an older manager, a proxy): keep the status.
+			p = proto.Problem{Title: resp.Status, Status: resp.StatusCode, Detail: fmt.Sprintf("%.200s", b)}
 		}
 		return &ProblemError{p}
 	}
@@ -199,6 +226,52 @@ func (c *Client) SendEvents(ctx context.Context, batch []byte) (*proto.EventAck,
 		return nil, err
 	}
 	return &ack, nil
+}
+
+// Wait is the long poll: it returns when the manager has something for the
+// agent (woken) or after max.
+func (c *Client) Wait(ctx context.Context, max time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, max+15*time.Second)
+	defer cancel()
+	var resp proto.WaitResponse
+	if err := c.post(ctx, proto.PathWait, &proto.WaitRequest{V: proto.Version, MaxMillis: proto.Millis(max)}, &resp); err != nil {
+		return false, err
+	}
+	return resp.Wake, nil
+}
+
+// ReportJob reports a job's status.
+func (c *Client) ReportJob(ctx context.Context, st *proto.JobStatus) error {
+	var out struct{}
+	return c.post(ctx, proto.PathJobStatus, st, &out)
+}
+
+// StartUpload announces a file and learns how much the manager already has.
+func (c *Client) StartUpload(ctx context.Context, r *proto.UploadRequest) (*proto.UploadState, error) {
+	var st proto.UploadState
+	if err := c.post(ctx, proto.PathUploads, r, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// UploadState asks how much of a file the manager holds.
+func (c *Client) UploadState(ctx context.Context, id string) (*proto.UploadState, error) {
+	var st proto.UploadState
+	if err := c.do(ctx, http.MethodGet, proto.PathUploads+"/"+url.PathEscape(id), "", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// AppendUpload sends a chunk at offset.
+func (c *Client) AppendUpload(ctx context.Context, id string, offset int64, chunk []byte) (*proto.UploadState, error) {
+	var st proto.UploadState
+	path := proto.PathUploads + "/" + url.PathEscape(id) + "?offset=" + strconv.FormatInt(offset, 10)
+	if err := c.do(ctx, http.MethodPut, path, "application/octet-stream", chunk, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 // Renew asks for a new certificate.

@@ -174,6 +174,33 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
+// Stream starts a GET and returns the response for the caller to read
+// (large downloads); error answers become *APIError.
+func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.JoinPath(path).String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	// Downloads may take longer than API calls.
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(b, e) != nil || (e.Title == "" && e.Detail == "") {
+			e.Title = strings.TrimSpace(string(b))
+		}
+		return nil, e
+	}
+	return resp, nil
+}
+
 // Raw sends a request and returns the answer's body undecoded (for
 // /metrics and other non-JSON resources). Error answers become *APIError.
 func (c *Client) Raw(ctx context.Context, method, path string, query url.Values, in any) ([]byte, error) {

@@ -60,7 +60,7 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVar(&g.fingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the manager CA")
 	pf.StringVar(&g.credentials, "credentials", "", "credentials file (url, ca_fingerprint, token)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), settingsCmd(g), caCmd(g))
+	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g), settingsCmd(g), caCmd(g))
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -79,6 +80,9 @@ func (g *Gateway) jobProblem(w http.ResponseWriter, what string, err error) {
 		g.problem(w, http.StatusForbidden, codeNotYours, what+": "+err.Error())
 	case errors.Is(err, jobs.ErrInvalid):
 		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, what+": "+err.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The agent's connection broke mid-chunk: routine, it resumes.
+		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, what+": the chunk was cut short; resume from the offset the manager holds")
 	default:
 		g.internal(w, what, err)
 	}
