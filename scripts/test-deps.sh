@@ -2,7 +2,8 @@
 # Installs what `make test` needs when it is missing, from Debian's packages:
 #   PostgreSQL 15 (the state store conformance suite runs against a real one),
 #   gcc and libc headers (the race detector needs cgo),
-#   python3 (make bench formats its tables with it)
+#   python3 (make bench formats its tables with it),
+#   tinyproxy (the agent is tested through a real authenticating proxy)
 set -eu
 
 need=""
@@ -15,6 +16,7 @@ command -v runuser >/dev/null 2>&1 || need="$need util-linux"
 command -v gcc >/dev/null 2>&1 || need="$need gcc"
 [ -e /usr/include/stdlib.h ] || need="$need libc6-dev"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v tinyproxy >/dev/null 2>&1 || need="$need tinyproxy"
 
 if [ -z "$need" ]; then
 	exit 0

@@ -22,6 +22,9 @@ type agentConfig struct {
 	Log     logging.Config `koanf:"log"`
 	// QueueMaxBytes caps the on-disk event queue.
 	QueueMaxBytes int64 `koanf:"queue_max_bytes"`
+	// Proxy is an HTTP proxy, http://[user:password@]host:port; empty:
+	// HTTPS_PROXY and NO_PROXY from the environment.
+	Proxy string `koanf:"proxy"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -31,7 +34,7 @@ func defaultAgentConfig() agentConfig {
 // agentEnv keeps the agent's variables apart from the manager's.
 const agentEnv = "YAGURA_AGENT_"
 
-var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes"}
+var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes", "proxy": "proxy"}
 
 func addAgentConfigFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -40,12 +43,13 @@ func addAgentConfigFlags(cmd *cobra.Command) {
 	f.String("log-format", "text", "log format: text or json")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.Int64("queue-max-bytes", agent.DefaultQueueMaxBytes, "cap of the on-disk event queue; the oldest events are dropped (and counted) beyond it")
+	f.String("proxy", "", "HTTP proxy to the manager, http://[user:password@]host:port (default: HTTPS_PROXY; prefer YAGURA_AGENT_PROXY for passwords)")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 }
 
 func agentSetup(cmd *cobra.Command) (agentConfig, *slog.Logger, bool, error) {
 	cfg := defaultAgentConfig()
-	dumped, err := loadConfig(cmd, &cfg, agentEnv, agentFlagKeys, nil)
+	dumped, err := loadConfig(cmd, &cfg, agentEnv, agentFlagKeys, []string{"proxy"})
 	if err != nil || dumped {
 		return cfg, nil, dumped, err
 	}
@@ -84,9 +88,13 @@ func agentRunCmd() *cobra.Command {
 			if err != nil || dumped {
 				return err
 			}
+			proxy, err := agent.ParseProxyURL(cfg.Proxy)
+			if err != nil {
+				return err
+			}
 			a, err := agent.New(agent.Config{
 				DataDir: cfg.DataDir, Version: version, QueueMaxBytes: cfg.QueueMaxBytes,
-				ClockOffset: clockOffset, TestEvents: testEvents,
+				ClockOffset: clockOffset, TestEvents: testEvents, Proxy: proxy,
 			}, log.With("component", "agent"))
 			if err != nil {
 				return err
@@ -130,6 +138,9 @@ shows the fingerprint and asks; non-interactive installs must pass
 				o.Token = os.Getenv(agentEnv + "TOKEN")
 			}
 			o.DataDir, o.Version = cfg.DataDir, version
+			if o.Proxy, err = agent.ParseProxyURL(cfg.Proxy); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			o.Notify = func(msg string) { fmt.Fprintln(out, msg) }
 			if term.IsTerminal(int(os.Stdin.Fd())) {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ type Config struct {
 	// TestEvents makes the agent emit that many numbered test events
 	// (tests only).
 	TestEvents int
+	// Proxy is the HTTP proxy to reach the manager through (CONNECT, with
+	// basic authentication from its user info); nil: HTTPS_PROXY/NO_PROXY.
+	Proxy *url.URL
 }
 
 // Agent is the running agent. Create it with New, then Run.
@@ -74,7 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	client, err := NewClient(ClientOptions{
-		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert,
+		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert, Proxy: cfg.Proxy,
 	})
 	if err != nil {
 		return nil, err

@@ -47,6 +47,9 @@ type ClientOptions struct {
 	// IdleTimeout is how long an unused connection is kept for the next
 	// heartbeat; keeping it saves a TLS handshake per beat.
 	IdleTimeout time.Duration
+	// Proxy is an HTTP proxy (CONNECT), with credentials in its user
+	// info; nil: HTTPS_PROXY and NO_PROXY from the environment.
+	Proxy *url.URL
 }
 
 // ParseManagerURL checks a manager URL as an operator types it.
@@ -89,7 +92,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		idle = 5 * time.Minute
 	}
 	c.transport = &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
+		Proxy:               proxyFunc(o.Proxy),
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: 15 * time.Second,
 		MaxIdleConnsPerHost: 2, // heartbeats and event batches run side by side
@@ -194,6 +197,13 @@ func explainTransport(err error) error {
 		strings.Contains(s, "expired certificate"), strings.Contains(s, "certificate expired"),
 		strings.Contains(s, "certificate required"):
 		return fmt.Errorf("the manager refused this agent's certificate (issued by another manager's CA, or expired); enrol again with `yagura agent enroll --force`: %w", err)
+	case strings.Contains(s, "Proxy Authentication Required"), strings.Contains(s, "407"),
+		// A transport-level "Unauthorized" can only come from a proxy's
+		// answer to CONNECT (the manager's refusals are responses).
+		strings.HasSuffix(s, ": Unauthorized"):
+		return fmt.Errorf("the proxy refused this agent's credentials (407 Proxy Authentication Required): check the user and password in --proxy: %w", err)
+	case strings.Contains(s, "proxyconnect"):
+		return fmt.Errorf("cannot reach the proxy: check --proxy (or HTTPS_PROXY): %w", err)
 	case strings.Contains(s, "protocol version"):
 		return fmt.Errorf("no TLS version in common with the manager (Yagura needs TLS 1.2 or 1.3): %w", err)
 	}
@@ -285,26 +295,67 @@ func (c *Client) Renew(ctx context.Context, req *proto.RenewRequest) (*proto.Ren
 
 // ProbeCA connects once without trusting anything and returns the
 // fingerprint of the last certificate in the manager's chain, for trust on
-// first use when the operator gave no fingerprint.
-func ProbeCA(ctx context.Context, manager string) (fp, subject string, err error) {
+// first use when the operator gave no fingerprint. It goes through the
+// proxy the agent would use; nothing but a health probe is sent.
+func ProbeCA(ctx context.Context, manager string, proxy *url.URL) (fp, subject string, err error) {
 	u, err := ParseManagerURL(manager)
 	if err != nil {
 		return "", "", err
 	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "443")
+	var cs *tls.ConnectionState
+	tr := &http.Transport{
+		Proxy: proxyFunc(proxy),
+		TLSClientConfig: &tls.Config{
+			ServerName: u.Hostname(),
+			MinVersion: tls.VersionTLS12,
+			// Only to read the chain: the answer to /healthz is discarded.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(s tls.ConnectionState) error {
+				cs = &s
+				return nil
+			},
+		},
 	}
-	d := tls.Dialer{Config: &tls.Config{
-		ServerName: u.Hostname(),
-		MinVersion: tls.VersionTLS12,
-		// Only to read the chain; nothing is sent over this connection.
-		InsecureSkipVerify: true,
-	}}
-	conn, err := d.DialContext(ctx, "tcp", host)
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.JoinPath("/healthz").String(), nil)
 	if err != nil {
-		return "", "", fmt.Errorf("connect to manager %s: %w", host, err)
+		return "", "", err
 	}
-	defer conn.Close()
-	return pki.RootFingerprint(conn.(*tls.Conn).ConnectionState())
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("connect to manager %s: %w", u.Host, explainTransport(err))
+	}
+	resp.Body.Close()
+	if cs == nil {
+		return "", "", errors.New("no TLS connection state from the manager")
+	}
+	return pki.RootFingerprint(*cs)
+}
+
+// proxyFunc uses the given proxy, or the usual environment variables
+// (HTTPS_PROXY, NO_PROXY) when there is none.
+func proxyFunc(proxy *url.URL) func(*http.Request) (*url.URL, error) {
+	if proxy != nil {
+		return http.ProxyURL(proxy)
+	}
+	return http.ProxyFromEnvironment
+}
+
+// ParseProxyURL checks a proxy URL: http://[user:password@]host:port.
+func ParseProxyURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("proxy %q: want http://[user:password@]host:port", redactURL(s))
+	}
+	return u, nil
+}
+
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "<unparsable>"
 }

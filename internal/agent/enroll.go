@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/url"
 	"errors"
 	"fmt"
 	"time"
@@ -22,7 +23,9 @@ type EnrollOptions struct {
 	// there is nobody to ask.
 	Confirm func(fingerprint, subject string) bool
 	// Force discards an existing identity.
-	Force   bool
+	Force bool
+	// Proxy is the HTTP proxy to go through; nil: the environment's.
+	Proxy   *url.URL
 	DataDir string
 	Version string
 	// Notify tells the operator what is going on (which fingerprint was
@@ -65,7 +68,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 		}
 		pin = p
 	} else {
-		fp, subject, err := ProbeCA(ctx, o.Manager)
+		fp, subject, err := ProbeCA(ctx, o.Manager, o.Proxy)
 		if err != nil {
 			return nil, err
 		}
@@ -88,7 +91,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Identity, error) {
 	// the manager retires the old computer record instead of leaving it to
 	// go offline forever. Only a certificate that manager would accept is
 	// presented; anything else would fail the handshake.
-	copts := ClientOptions{Manager: o.Manager, CAFingerprint: pin}
+	copts := ClientOptions{Manager: o.Manager, CAFingerprint: pin, Proxy: o.Proxy}
 	if old != nil && old.Manager == o.Manager && old.CAFingerprint == pin {
 		if c, err := old.Certificate(); err == nil && time.Now().Before(c.NotAfter) {
 			copts.Cert, _ = old.TLSCertificate()
