@@ -2,9 +2,9 @@ package agent
 
 import (
 	"context"
-	"net/url"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/yagura/yagura/internal/pki"
