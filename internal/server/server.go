@@ -178,9 +178,12 @@ func (s *Server) Run(ctx context.Context) error {
 
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(ca.Cert)
+	tlsCfg := pki.ServerConfig(getCert, clientCAs)
+	sessions := newSessionStore(100_000, 24*time.Hour)
+	tlsCfg.WrapSession, tlsCfg.UnwrapSession = sessions.wrap, sessions.unwrap
 	srv := &http.Server{
 		Handler:           mux,
-		TLSConfig:         pki.ServerConfig(getCert, clientCAs),
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
