@@ -21,7 +21,21 @@ const (
 	KeyHeartbeatInterval = "heartbeat.interval"
 	KeyOfflineAfter      = "heartbeat.offline_after_missed"
 	KeyMaxClockDrift     = "heartbeat.max_clock_drift"
+	KeyCommunication     = "agent.communication"
+	KeyAgentPort         = "agent.listen_port"
 )
+
+// Communication directions, as in Deep Security.
+const (
+	AgentInitiated   = "agent-initiated"
+	Bidirectional    = "bidirectional"
+	ManagerInitiated = "manager-initiated"
+)
+
+// ValidCommunication reports whether s names a direction.
+func ValidCommunication(s string) bool {
+	return s == AgentInitiated || s == Bidirectional || s == ManagerInitiated
+}
 
 // Unlimited is how OfflineAfterMissed is written when offline alerts are
 // disabled (laptops and other hosts that are often away).
@@ -37,6 +51,13 @@ type Settings struct {
 	// MaxClockDrift is how far an agent's clock may differ from the
 	// manager's before a "clock drift" alert; 0 disables the check.
 	MaxClockDrift time.Duration
+	// Communication is who opens connections: the agent (default), both
+	// (the manager may also connect to the agent to make it heartbeat
+	// now), or only the manager.
+	Communication string
+	// AgentPort is where agents listen for the manager in bidirectional
+	// and manager-initiated modes.
+	AgentPort int
 }
 
 // Default returns the settings a new manager starts with.
@@ -45,6 +66,8 @@ func Default() Settings {
 		HeartbeatInterval:  60 * time.Second,
 		OfflineAfterMissed: 3,
 		MaxClockDrift:      5 * time.Minute,
+		Communication:      AgentInitiated,
+		AgentPort:          4118,
 	}
 }
 
@@ -58,7 +81,7 @@ const (
 
 // Keys lists every setting key, sorted.
 func Keys() []string {
-	k := []string{KeyHeartbeatInterval, KeyOfflineAfter, KeyMaxClockDrift}
+	k := []string{KeyHeartbeatInterval, KeyOfflineAfter, KeyMaxClockDrift, KeyCommunication, KeyAgentPort}
 	slices.Sort(k)
 	return k
 }
@@ -81,6 +104,16 @@ func (s Settings) Apply(changes map[string]string) (Settings, error) {
 			s.OfflineAfterMissed, err = parseMissed(v)
 		case KeyMaxClockDrift:
 			s.MaxClockDrift, err = parseDuration(v, 0, 7*24*time.Hour)
+		case KeyCommunication:
+			if !ValidCommunication(v) {
+				err = fmt.Errorf("want %s, %s or %s", AgentInitiated, Bidirectional, ManagerInitiated)
+			}
+			s.Communication = v
+		case KeyAgentPort:
+			s.AgentPort, err = strconv.Atoi(v)
+			if err != nil || s.AgentPort < 1 || s.AgentPort > 65535 {
+				err = errors.New("want a TCP port from 1 to 65535")
+			}
 		default:
 			err = fmt.Errorf("unknown setting (known: %s)", strings.Join(Keys(), ", "))
 		}
@@ -101,6 +134,8 @@ func (s Settings) Map() map[string]string {
 		KeyHeartbeatInterval: s.HeartbeatInterval.String(),
 		KeyOfflineAfter:      missed,
 		KeyMaxClockDrift:     s.MaxClockDrift.String(),
+		KeyCommunication:     s.Communication,
+		KeyAgentPort:         strconv.Itoa(s.AgentPort),
 	}
 }
 

@@ -728,7 +728,7 @@ func scanComputer(s scanner) (Computer, error) {
 	var enrolled, deactivated, lastSeen, notAfter sql.NullInt64
 	var uptime, offset int64
 	err := s.Scan(&c.ID, &c.Hostname, &c.OS, &c.OSVersion, &c.AgentVersion, &ips, &c.State, &c.TokenID,
-		&enrolled, &deactivated, &lastSeen, &uptime, &offset, &c.CertSerial, &notAfter)
+		&enrolled, &deactivated, &lastSeen, &uptime, &offset, &c.CertSerial, &notAfter, &c.Communication)
 	if err != nil {
 		return Computer{}, err
 	}
@@ -756,7 +756,7 @@ func scanAlert(s scanner) (Alert, error) {
 const (
 	tokenColumns    = "id, hash, description, created_at, expires_at, max_uses, uses, revoked_at"
 	computerColumns = "id, hostname, os, os_version, agent_version, ips, state, token_id, " +
-		"enrolled_at, deactivated_at, last_seen, uptime, clock_offset, cert_serial, cert_not_after"
+		"enrolled_at, deactivated_at, last_seen, uptime, clock_offset, cert_serial, cert_not_after, communication"
 	alertColumns = "id, type, severity, computer_id, message, raised_at, cleared_at, cleared_by"
 )
 

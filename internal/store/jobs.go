@@ -345,3 +345,16 @@ func (db *DB) MarkUninstalled(ctx context.Context, id string, at time.Time) erro
 	}
 	return nil
 }
+
+// SetComputerCommunication sets or (with "") removes a computer's
+// communication-direction override.
+func (db *DB) SetComputerCommunication(ctx context.Context, id, mode string) (Computer, error) {
+	res, err := db.db.ExecContext(ctx, db.rb("UPDATE computers SET communication = ? WHERE id = ?"), mode, id)
+	if err != nil {
+		return Computer{}, db.fail(fmt.Sprintf("set communication of computer %q", id), err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Computer{}, fmt.Errorf("set communication of computer %q: %w", id, ErrNotFound)
+	}
+	return db.GetComputer(ctx, id)
+}

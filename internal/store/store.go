@@ -80,6 +80,9 @@ type Computer struct {
 	ClockOffset   time.Duration // agent clock minus manager clock at last heartbeat
 	CertSerial    string        // hex serial of the newest certificate issued
 	CertNotAfter  time.Time
+	// Communication overrides the manager-wide direction for this computer
+	// (empty: no override).
+	Communication string
 }
 
 // Presence is what a heartbeat changes on a computer; the fleet monitor

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"Jobs", testJobs},
 		{"JobCancelExpire", testJobCancelExpire},
 		{"Files", testFiles},
+		{"ComputerCommunication", testComputerCommunication},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1266,4 +1267,29 @@ func testFiles(t *testing.T, db *store.DB) {
 		t.Errorf("GetFile (-got +want):\n%s", diff)
 	}
 	checkErr(t, "SetFileReceived unknown", db.SetFileReceived(ctx, "nope", 1, time.Time{}), store.ErrNotFound)
+}
+
+func testComputerCommunication(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	if err := db.CreateToken(ctx, store.Token{ID: "t", Hash: "h", CreatedAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.EnrollComputer(ctx, "h", base, store.Computer{ID: "c1", Hostname: "h1", EnrolledAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.SetComputerCommunication(ctx, "c1", "manager-initiated")
+	checkErr(t, "SetComputerCommunication", err, nil)
+	if c.Communication != "manager-initiated" {
+		t.Errorf("got %q", c.Communication)
+	}
+	cs, _ := db.ListComputers(ctx)
+	if len(cs) != 1 || cs[0].Communication != "manager-initiated" {
+		t.Errorf("ListComputers: %+v", cs)
+	}
+	c, _ = db.SetComputerCommunication(ctx, "c1", "")
+	if c.Communication != "" {
+		t.Errorf("override not removed: %q", c.Communication)
+	}
+	_, err = db.SetComputerCommunication(ctx, "nope", "bidirectional")
+	checkErr(t, "SetComputerCommunication unknown", err, store.ErrNotFound)
 }
