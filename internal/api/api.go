@@ -33,6 +33,7 @@ type Store interface {
 	ListComputers(ctx context.Context) ([]store.Computer, error)
 	GetComputer(ctx context.Context, id string) (store.Computer, error)
 	DeactivateComputer(ctx context.Context, id string, at time.Time) (store.Computer, error)
+	SetComputerCommunication(ctx context.Context, id, mode string) (store.Computer, error)
 	CreateToken(ctx context.Context, t store.Token) error
 	ListTokens(ctx context.Context) ([]store.Token, error)
 	GetToken(ctx context.Context, id string) (store.Token, error)

@@ -33,6 +33,7 @@ type Computer struct {
 	DeactivatedAt *time.Time `json:"deactivated_at,omitempty"`
 	CertNotAfter  *time.Time `json:"certificate_expires_at,omitempty"`
 	TokenID       string     `json:"activation_token_id,omitempty"`
+	Communication string     `json:"communication,omitempty" doc:"Per-computer override of agent.communication; empty: the manager-wide setting."`
 }
 
 func ptime(t time.Time) *time.Time {
@@ -47,7 +48,7 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 	out := Computer{
 		ID: c.ID, Hostname: c.Hostname, OS: c.OS, OSVersion: c.OSVersion, AgentVersion: c.AgentVersion,
 		IPs: c.IPs, State: c.State, EnrolledAt: c.EnrolledAt.UTC(), DeactivatedAt: ptime(c.DeactivatedAt),
-		CertNotAfter: ptime(c.CertNotAfter), TokenID: c.TokenID, LastSeen: ptime(c.LastSeen),
+		CertNotAfter: ptime(c.CertNotAfter), TokenID: c.TokenID, LastSeen: ptime(c.LastSeen), Communication: c.Communication,
 		ClockOffsetS: c.ClockOffset.Seconds(), UptimeS: int64(c.Uptime.Seconds()),
 	}
 	if out.IPs == nil {
@@ -108,6 +109,29 @@ func (a *API) registerComputers() {
 		c, err := a.d.Store.GetComputer(ctx, in.ID)
 		if err != nil {
 			return nil, a.storeErr("computer "+in.ID, err)
+		}
+		return &computerOne{Body: a.computer(c, a.d.Now())}, nil
+	})
+	register(a, PermComputersWrite, huma.Operation{
+		OperationID: "update-computer", Method: http.MethodPatch, Path: "/api/v1/computers/{id}",
+		Summary: "Change a computer's settings", Tags: []string{"Computers"},
+		Description: "communication overrides the manager-wide direction for this computer (\"\" removes the override). The agent follows at its next heartbeat.",
+	}, func(ctx context.Context, in *struct {
+		ID   string `path:"id" maxLength:"64"`
+		Body struct {
+			Communication *string `json:"communication,omitempty" enum:"agent-initiated,bidirectional,manager-initiated,"`
+		}
+	}) (*computerOne, error) {
+		c, err := a.d.Store.GetComputer(ctx, in.ID)
+		if err != nil {
+			return nil, a.storeErr("computer "+in.ID, err)
+		}
+		if in.Body.Communication != nil {
+			if c, err = a.d.Store.SetComputerCommunication(ctx, in.ID, *in.Body.Communication); err != nil {
+				return nil, a.storeErr("computer "+in.ID, err)
+			}
+			a.d.Fleet.Add(c)
+			a.d.Log.Info("computer communication changed", "computer", c.ID, "communication", c.Communication, "by", Principal(ctx))
 		}
 		return &computerOne{Body: a.computer(c, a.d.Now())}, nil
 	})

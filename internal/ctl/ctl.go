@@ -249,7 +249,32 @@ func computersCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(ls, show, deact)
+	setComm := &cobra.Command{
+		Use:   "set-communication ID agent-initiated|bidirectional|manager-initiated|default",
+		Short: "Override who opens connections for one computer",
+		Example: `  yagura ctl computers set-communication 0193a5c2-… manager-initiated
+  yagura ctl computers set-communication 0193a5c2-… default   # back to agent.communication`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mode := args[1]
+			if mode == "default" {
+				mode = ""
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var x api.Computer
+			body := map[string]string{"communication": mode}
+			if err := c.Do(cmd.Context(), http.MethodPatch, "/api/v1/computers/"+url.PathEscape(args[0]), nil, body, &x); err != nil {
+				return err
+			}
+			return g.emit(cmd.OutOrStdout(), x, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "Computer %s (%s): communication %s\n", x.ID, x.Hostname, dash(x.Communication))
+			})
+		},
+	}
+	cmd.AddCommand(ls, show, deact, setComm)
 	return cmd
 }
 
@@ -263,6 +288,7 @@ func showComputer(tw *tabwriter.Writer, x *api.Computer) {
 		{"Uptime", (time.Duration(x.UptimeS) * time.Second).String()},
 		{"Enrolled", ts(&x.EnrolledAt)}, {"Certificate expires", ts(x.CertNotAfter)},
 		{"Deactivated", ts(x.DeactivatedAt)}, {"Activation token", dash(x.TokenID)},
+		{"Communication", dash(x.Communication)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +97,8 @@ type Live struct {
 type Reply struct {
 	Interval      time.Duration
 	SendInventory bool
+	Communication string // effective direction
+	ListenPort    int
 }
 
 const nShards = 64
@@ -116,6 +120,8 @@ type entry struct {
 	inv           proto.Inventory
 	haveInv       bool
 	invDirty      bool
+	addr          string // host of the last heartbeat's connection
+	communication string // per-computer override, or ""
 }
 
 type alertKey struct{ typ, computer string }
@@ -229,6 +235,7 @@ func (f *Fleet) Add(c store.Computer) {
 	}
 	e.enrolledAt = c.EnrolledAt
 	e.deactivated = c.State != store.ComputerActive
+	e.communication = c.Communication
 }
 
 // Deactivate stops accepting heartbeats from a computer.
@@ -261,6 +268,12 @@ func (f *Fleet) Active(id string) error {
 // an agent this node has not loaded and ErrDeactivated for one that may no
 // longer talk to the manager.
 func (f *Fleet) Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (Reply, error) {
+	return f.HeartbeatFrom(id, "", hb, now)
+}
+
+// HeartbeatFrom is Heartbeat with the remote host the beat came from, which
+// the manager dials in bidirectional and manager-initiated modes.
+func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Time) (Reply, error) {
 	s := f.settings.Load()
 	offset := time.UnixMilli(hb.ClockMillis).Sub(now)
 	sh := f.shard(id)
@@ -276,6 +289,9 @@ func (f *Fleet) Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (Reply,
 	}
 	e.lastSeen = now
 	e.toldInterval = s.HeartbeatInterval
+	if host != "" {
+		e.addr = host
+	}
 	e.uptime = time.Duration(hb.UptimeSeconds) * time.Second
 	e.clockOffset = offset
 	if hb.Inventory != nil && (!e.haveInv || !sameInventory(&e.inv, hb.Inventory)) {
@@ -284,7 +300,7 @@ func (f *Fleet) Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (Reply,
 		e.haveInv = true
 		e.invDirty = true
 	}
-	reply := Reply{Interval: s.HeartbeatInterval, SendInventory: !e.haveInv}
+	reply := Reply{Interval: s.HeartbeatInterval, SendInventory: !e.haveInv, Communication: effective(e, s), ListenPort: s.AgentPort}
 	sh.mu.Unlock()
 
 	f.heartbeats.Inc()
@@ -298,7 +314,68 @@ func (f *Fleet) Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (Reply,
 
 func sameInventory(a, b *proto.Inventory) bool {
 	return a.Hostname == b.Hostname && a.OS == b.OS && a.OSVersion == b.OSVersion &&
-		a.AgentVersion == b.AgentVersion && slices.Equal(a.IPs, b.IPs)
+		a.AgentVersion == b.AgentVersion && slices.Equal(a.IPs, b.IPs) && a.ListenPort == b.ListenPort
+}
+
+func effective(e *entry, s *settings.Settings) string {
+	if e.communication != "" {
+		return e.communication
+	}
+	return s.Communication
+}
+
+// Reach is how the manager can open a connection to an agent.
+type Reach struct {
+	Communication string
+	Addr          string // host:port, empty if unknown
+	LastSeen      time.Time
+	Interval      time.Duration
+}
+
+// Reach says whether and where the manager may connect to an agent.
+func (f *Fleet) Reach(id string) (Reach, bool) {
+	s := f.settings.Load()
+	sh := f.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[id]
+	if !ok || e.deactivated {
+		return Reach{}, false
+	}
+	return f.reachLocked(e, s), true
+}
+
+func (f *Fleet) reachLocked(e *entry, s *settings.Settings) Reach {
+	r := Reach{Communication: effective(e, s), LastSeen: e.lastSeen, Interval: max(s.HeartbeatInterval, e.toldInterval)}
+	host := e.addr
+	if host == "" && len(e.inv.IPs) > 0 {
+		host = e.inv.IPs[0]
+	}
+	port := e.inv.ListenPort
+	if port == 0 {
+		port = s.AgentPort
+	}
+	if host != "" {
+		r.Addr = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	return r
+}
+
+// ManagerInitiated lists the computers the manager must connect to itself.
+func (f *Fleet) ManagerInitiated() map[string]Reach {
+	s := f.settings.Load()
+	out := map[string]Reach{}
+	for i := range f.shards {
+		sh := &f.shards[i]
+		sh.mu.Lock()
+		for id, e := range sh.m {
+			if !e.deactivated && effective(e, s) == settings.ManagerInitiated {
+				out[id] = f.reachLocked(e, s)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
 }
 
 func abs(d time.Duration) time.Duration {

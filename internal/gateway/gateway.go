@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -41,7 +42,7 @@ type Store interface {
 
 // Fleet is the live view heartbeats go to.
 type Fleet interface {
-	Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (fleet.Reply, error)
+	HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Time) (fleet.Reply, error)
 	Active(id string) error
 	Add(c store.Computer)
 	Deactivate(id string)
@@ -321,13 +322,14 @@ func (g *Gateway) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := g.now()
-	rep, err := g.fleet.Heartbeat(id, &hb, now)
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	rep, err := g.fleet.HeartbeatFrom(id, host, &hb, now)
 	if errors.Is(err, fleet.ErrUnknown) {
 		// Enrolled through another manager node, or just loaded: look it up.
 		if !g.learn(r.Context(), w, id) {
 			return
 		}
-		rep, err = g.fleet.Heartbeat(id, &hb, now)
+		rep, err = g.fleet.HeartbeatFrom(id, host, &hb, now)
 	}
 	if err != nil {
 		g.refuseAgent(w, id, err)
@@ -335,6 +337,9 @@ func (g *Gateway) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := proto.HeartbeatResponse{
 		V: proto.Version, IntervalMillis: proto.Millis(rep.Interval), ClockMillis: now.UnixMilli(), SendInventory: rep.SendInventory,
+	}
+	if rep.Communication != "" && rep.Communication != settings.AgentInitiated {
+		resp.Communication, resp.ListenPort = rep.Communication, rep.ListenPort
 	}
 	if g.jobs != nil {
 		// A failure here must not fail the heartbeat: the jobs come with

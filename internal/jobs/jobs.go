@@ -81,7 +81,15 @@ type Service struct {
 
 	created   prometheus.Counter
 	delivered prometheus.Counter
+
+	// nudge reaches agents that are not in a long poll (bidirectional and
+	// manager-initiated communication); may be nil.
+	nudge func(ids ...string)
 }
+
+// SetNudger sets how to reach agents that are not waiting in a long poll.
+// Call before Run.
+func (s *Service) SetNudger(n func(ids ...string)) { s.nudge = n }
 
 // New returns a service; it does no I/O.
 func New(cfg Config, st Store, fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Service {
@@ -346,14 +354,20 @@ func (s *Service) Wait(ctx context.Context, id string, max time.Duration) bool {
 	return woken
 }
 
-// Wake ends the long polls of these agents.
+// Wake ends the long polls of these agents, and nudges the others.
 func (s *Service) Wake(ids ...string) {
+	var missed []string
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, id := range ids {
 		if ch, ok := s.waiters[id]; ok {
 			close(ch)
 			delete(s.waiters, id)
+		} else {
+			missed = append(missed, id)
 		}
+	}
+	s.mu.Unlock()
+	if s.nudge != nil && len(missed) > 0 {
+		s.nudge(missed...)
 	}
 }

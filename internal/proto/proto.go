@@ -57,6 +57,9 @@ type Inventory struct {
 	OSVersion    string   `json:"os_version,omitempty"`
 	AgentVersion string   `json:"agent_version"`
 	IPs          []string `json:"ips,omitempty"`
+	// ListenPort is the TCP port the agent listens on for the manager
+	// (bidirectional and manager-initiated modes); 0: not listening.
+	ListenPort int `json:"listen_port,omitempty"`
 }
 
 // EnrollRequest is what an agent presents to obtain its identity.
@@ -118,6 +121,12 @@ type HeartbeatResponse struct {
 	ClockMillis int64 `json:"clock"`
 	// SendInventory asks the agent to include its inventory next time.
 	SendInventory bool `json:"send_inv,omitempty"`
+	// Communication is the direction the agent must follow when it is not
+	// agent-initiated (the default, then omitted): "bidirectional" or
+	// "manager-initiated". ListenPort is where to listen for the manager
+	// unless the agent is configured with an address of its own.
+	Communication string `json:"comm,omitempty"`
+	ListenPort    int    `json:"port,omitempty"`
 	// Jobs the agent has not finished, oldest first. They come again with
 	// every heartbeat until the agent reports a final status; the agent
 	// remembers what it ran and never runs a job twice.

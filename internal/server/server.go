@@ -30,6 +30,7 @@ import (
 	"github.com/yagura/yagura/internal/gateway"
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/pki"
+	"github.com/yagura/yagura/internal/reach"
 	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
@@ -124,6 +125,8 @@ func (s *Server) Run(ctx context.Context) error {
 		jcfg.FilesDir = filepath.Join(s.cfg.DataDir, "files")
 	}
 	js := jobs.New(jcfg, db, fl, s.log.With("component", "jobs"), reg)
+	dialer := reach.New(fl, s.log.With("component", "reach"), reg)
+	js.SetNudger(dialer.Nudge)
 	if err := js.Load(ctx); err != nil {
 		return err
 	}
@@ -199,6 +202,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopFleet()
 	g.Go(func() error { return fl.Run(fctx) })
 	g.Go(func() error { return js.Run(fctx) })
+	g.Go(func() error { return dialer.Run(fctx) })
+	g.Go(func() error {
+		// Connections the manager opens to agents (bidirectional and
+		// manager-initiated), served like any other.
+		if err := srv.Serve(tls.NewListener(dialer.Listener(), tlsCfg)); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve connections to agents: %w", err)
+		}
+		return nil
+	})
 	g.Go(func() error {
 		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("https server: %w", err)
