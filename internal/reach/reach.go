@@ -177,4 +177,3 @@ type dialedAddr struct{}
 
 func (dialedAddr) Network() string { return "tcp" }
 func (dialedAddr) String() string  { return "agents (outbound)" }
-
