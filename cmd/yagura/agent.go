@@ -25,6 +25,10 @@ type agentConfig struct {
 	// Proxy is an HTTP proxy, http://[user:password@]host:port; empty:
 	// HTTPS_PROXY and NO_PROXY from the environment.
 	Proxy string `koanf:"proxy"`
+	// Listen is where to listen for the manager (bidirectional and
+	// manager-initiated directions); empty: every address, port from the
+	// manager (4118).
+	Listen string `koanf:"listen"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -34,7 +38,7 @@ func defaultAgentConfig() agentConfig {
 // agentEnv keeps the agent's variables apart from the manager's.
 const agentEnv = "YAGURA_AGENT_"
 
-var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes", "proxy": "proxy"}
+var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes", "proxy": "proxy", "listen": "listen"}
 
 func addAgentConfigFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -44,6 +48,7 @@ func addAgentConfigFlags(cmd *cobra.Command) {
 	f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.Int64("queue-max-bytes", agent.DefaultQueueMaxBytes, "cap of the on-disk event queue; the oldest events are dropped (and counted) beyond it")
 	f.String("proxy", "", "HTTP proxy to the manager, http://[user:password@]host:port (default: HTTPS_PROXY; prefer YAGURA_AGENT_PROXY for passwords)")
+	f.String("listen", "", "where to listen for the manager in the bidirectional and manager-initiated directions (default :4118)")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 }
 
@@ -94,7 +99,7 @@ func agentRunCmd() *cobra.Command {
 			}
 			a, err := agent.New(agent.Config{
 				DataDir: cfg.DataDir, Version: version, QueueMaxBytes: cfg.QueueMaxBytes,
-				ClockOffset: clockOffset, TestEvents: testEvents, Proxy: proxy,
+				ClockOffset: clockOffset, TestEvents: testEvents, Proxy: proxy, Listen: cfg.Listen,
 			}, log.With("component", "agent"))
 			if err != nil {
 				return err

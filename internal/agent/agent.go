@@ -45,6 +45,10 @@ type Config struct {
 	// Proxy is the HTTP proxy to reach the manager through (CONNECT, with
 	// basic authentication from its user info); nil: HTTPS_PROXY/NO_PROXY.
 	Proxy *url.URL
+	// Listen is where to listen for the manager in the bidirectional and
+	// manager-initiated directions; empty: every address, on the port the
+	// manager says (4118 by default).
+	Listen string
 }
 
 // Agent is the running agent. Create it with New, then Run.
@@ -56,6 +60,7 @@ type Agent struct {
 	q       *eventq.Queue
 	started time.Time
 	running runningJobs
+	dir     *direction
 	// stop ends Run early (after an uninstall job).
 	stop        context.CancelFunc
 	uninstalled atomic.Bool
@@ -77,16 +82,18 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := NewClient(ClientOptions{
+	a := &Agent{
+		cfg: cfg, log: log, id: id, started: time.Now(), dir: newDirection(),
+		interval: time.Minute, counters: map[string]uint64{},
+	}
+	a.client, err = NewClient(ClientOptions{
 		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert, Proxy: cfg.Proxy,
+		Dial: a.dial,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{
-		cfg: cfg, log: log, id: id, client: client, started: time.Now(),
-		interval: time.Minute, counters: map[string]uint64{},
-	}, nil
+	return a, nil
 }
 
 // ID is the agent ID.
@@ -137,6 +144,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.log.Error("queue the stop event", "err", err)
 		}
 	}()
+	a.restoreDirection(ctx)
+	defer a.setDirection(ctx, agentInitiated, 0) // stop listening
 	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager, "queued_events", q.Len())
 	failures := 0
 	var refused string
@@ -165,10 +174,20 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			wait = backoff(failures, a.interval)
 			a.log.Warn("heartbeat failed", "err", err, "retry_in", wait.Round(time.Millisecond), "failures", failures)
 		}
-		if err == nil {
+		mode, _ := a.dir.current()
+		switch {
+		case mode == managerInitiated && err == nil:
+			// The manager calls again at its next interval: deliver what is
+			// queued on this connection and hang up.
+			a.flushEvents(ctx)
+			a.client.Close()
+		case mode == managerInitiated:
+			a.client.Close()
+			sleep(ctx, time.Second)
+		case err == nil && mode == agentInitiated:
 			a.waitForManager(ctx, wait)
-		} else {
-			sleep(ctx, wait)
+		default:
+			a.pause(ctx, wait)
 		}
 		if ctx.Err() != nil {
 			a.log.Info("agent stopped")
@@ -242,15 +261,22 @@ func (a *Agent) beat(ctx context.Context) error {
 		hb.Counters = maps.Clone(a.counters)
 	}
 	inv := Inventory(a.cfg.Version)
-	if a.sentInv == nil || !sameInv(a.sentInv, &inv) {
+	inv.ListenPort = a.dir.listenPort()
+	if a.sentInv == nil || !a.sentInv.Equal(&inv) {
 		hb.Inventory = &inv
 	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	timeout := 30 * time.Second
+	if mode, _ := a.dir.current(); mode == managerInitiated {
+		// The "dial" waits for the manager's next call.
+		timeout += 2 * a.interval
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := a.client.Heartbeat(rctx, hb)
 	if err != nil {
 		return err
 	}
+	a.setDirection(ctx, resp.Communication, resp.ListenPort)
 	if len(resp.Jobs) > 0 {
 		a.handleJobs(ctx, resp.Jobs)
 	}
@@ -268,18 +294,6 @@ func (a *Agent) beat(ctx context.Context) error {
 		a.interval = iv
 	}
 	return nil
-}
-
-func sameInv(a, b *proto.Inventory) bool {
-	if a.Hostname != b.Hostname || a.OS != b.OS || a.OSVersion != b.OSVersion || a.AgentVersion != b.AgentVersion || len(a.IPs) != len(b.IPs) {
-		return false
-	}
-	for i := range a.IPs {
-		if a.IPs[i] != b.IPs[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // maybeRenew renews the certificate when a third of its life is left. A

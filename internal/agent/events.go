@@ -57,38 +57,18 @@ const (
 // manager stores each event ID once.
 func (a *Agent) sendEvents(ctx context.Context) {
 	failures := 0
-	var body bytes.Buffer
 	for ctx.Err() == nil {
-		recs, err := a.q.Peek(batchEvents, batchBytes)
-		if err != nil {
-			a.log.Error("read the event queue", "err", err)
-			sleep(ctx, 5*time.Second)
-			continue
-		}
-		if len(recs) == 0 {
+		if mode, changed := a.dir.current(); mode == managerInitiated {
+			// The heartbeat loop sends on the manager's connections.
 			select {
 			case <-ctx.Done():
-			case <-a.q.Notify():
-			case <-time.After(10 * time.Second):
+			case <-changed:
 			}
 			continue
 		}
-		// The queue holds each event's JSON: splice them into a batch.
-		body.Reset()
-		body.WriteString(`{"v":` + strconv.Itoa(proto.Version) + `,"events":[`)
-		seqs := make([]uint64, len(recs))
-		for i, r := range recs {
-			if i > 0 {
-				body.WriteByte(',')
-			}
-			body.Write(r.Raw)
-			seqs[i] = r.Seq
-		}
-		body.WriteString("]}")
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		ack, err := a.client.SendEvents(rctx, body.Bytes())
-		cancel()
-		if err != nil {
+		sent, err := a.sendBatch(ctx)
+		switch {
+		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
@@ -98,15 +78,68 @@ func (a *Agent) sendEvents(ctx context.Context) {
 				a.log.Warn("sending events failed; they stay queued", "err", err, "queued", a.q.Len(), "retry_in", wait.Round(time.Millisecond))
 			}
 			sleep(ctx, wait)
-			continue
+		case !sent:
+			_, changed := a.dir.current()
+			select {
+			case <-ctx.Done():
+			case <-a.q.Notify():
+			case <-changed:
+			case <-time.After(10 * time.Second):
+			}
+		default:
+			failures = 0
 		}
-		failures = 0
-		if err := a.q.Ack(seqs); err != nil {
-			// Not fatal: the batch is resent and the manager skips it.
-			a.log.Error("remove delivered events from the queue", "err", err)
-		}
-		a.log.Debug("events delivered", "stored", ack.Stored, "duplicates", ack.Duplicates, "queued", a.q.Len())
 	}
+}
+
+// flushEvents sends batches until the queue is empty or sending fails.
+func (a *Agent) flushEvents(ctx context.Context) {
+	for ctx.Err() == nil {
+		sent, err := a.sendBatch(ctx)
+		if err != nil {
+			a.log.Warn("sending events failed; they stay queued", "err", err, "queued", a.q.Len())
+			return
+		}
+		if !sent {
+			return
+		}
+	}
+}
+
+// sendBatch sends the oldest queued events; sent is false when there were
+// none.
+func (a *Agent) sendBatch(ctx context.Context) (sent bool, err error) {
+	recs, err := a.q.Peek(batchEvents, batchBytes)
+	if err != nil {
+		return false, fmt.Errorf("read the event queue: %w", err)
+	}
+	if len(recs) == 0 {
+		return false, nil
+	}
+	// The queue holds each event's JSON: splice them into a batch.
+	var body bytes.Buffer
+	body.WriteString(`{"v":` + strconv.Itoa(proto.Version) + `,"events":[`)
+	seqs := make([]uint64, len(recs))
+	for i, r := range recs {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(r.Raw)
+		seqs[i] = r.Seq
+	}
+	body.WriteString("]}")
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ack, err := a.client.SendEvents(rctx, body.Bytes())
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	if err := a.q.Ack(seqs); err != nil {
+		// Not fatal: the batch is resent and the manager skips it.
+		a.log.Error("remove delivered events from the queue", "err", err)
+	}
+	a.log.Debug("events delivered", "stored", ack.Stored, "duplicates", ack.Duplicates, "queued", a.q.Len())
+	return true, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -294,7 +294,7 @@ func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Tim
 	}
 	e.uptime = time.Duration(hb.UptimeSeconds) * time.Second
 	e.clockOffset = offset
-	if hb.Inventory != nil && (!e.haveInv || !sameInventory(&e.inv, hb.Inventory)) {
+	if hb.Inventory != nil && (!e.haveInv || !e.inv.Equal(hb.Inventory)) {
 		e.inv = *hb.Inventory
 		e.inv.IPs = slices.Clone(hb.Inventory.IPs)
 		e.haveInv = true
@@ -310,11 +310,6 @@ func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Tim
 		f.driftMu.Unlock()
 	}
 	return reply, nil
-}
-
-func sameInventory(a, b *proto.Inventory) bool {
-	return a.Hostname == b.Hostname && a.OS == b.OS && a.OSVersion == b.OSVersion &&
-		a.AgentVersion == b.AgentVersion && slices.Equal(a.IPs, b.IPs) && a.ListenPort == b.ListenPort
 }
 
 func effective(e *entry, s *settings.Settings) string {
@@ -697,7 +692,7 @@ func (f *Fleet) flush(ctx context.Context, now time.Time, all bool) error {
 		if e.persistedSeen.Before(batch[i].LastSeen) {
 			e.persistedSeen = batch[i].LastSeen
 		}
-		if sameInventory(&e.inv, &proto.Inventory{Hostname: batch[i].Hostname, OS: batch[i].OS, OSVersion: batch[i].OSVersion, AgentVersion: batch[i].AgentVersion, IPs: batch[i].IPs}) {
+		if e.inv.Equal(&proto.Inventory{Hostname: batch[i].Hostname, OS: batch[i].OS, OSVersion: batch[i].OSVersion, AgentVersion: batch[i].AgentVersion, IPs: batch[i].IPs, ListenPort: e.inv.ListenPort}) {
 			e.invDirty = false
 		}
 		sh.mu.Unlock()

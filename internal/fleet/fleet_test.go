@@ -126,6 +126,19 @@ func (m *memStore) alertsOf(typ string) (open, cleared int, clearedBy []string) 
 	return
 }
 
+// full completes test settings with the defaults of the fields a test does
+// not care about, so their stored form is valid.
+func full(s settings.Settings) settings.Settings {
+	d := settings.Default()
+	if s.Communication == "" {
+		s.Communication = d.Communication
+	}
+	if s.AgentPort == 0 {
+		s.AgentPort = d.AgentPort
+	}
+	return s
+}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func beat(clock time.Time) *proto.Heartbeat {
@@ -136,6 +149,7 @@ func beat(clock time.Time) *proto.Heartbeat {
 func start(t *testing.T, s settings.Settings) (*Fleet, *memStore, context.CancelFunc, chan error) {
 	t.Helper()
 	st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
+	s = full(s)
 	st.settings = s.Map() // the store is the truth the fleet syncs from
 	f := New(DefaultConfig(), st, s, quiet(), nil)
 	if err := f.Load(context.Background(), time.Now()); err != nil {
@@ -263,7 +277,7 @@ func TestStartGrace(t *testing.T) {
 		// A computer last seen a day ago, when the manager starts, gets a
 		// full window to beat before it is called offline.
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
-		st.settings = settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}.Map()
+		st.settings = full(settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}).Map()
 		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
 		if err := f.Load(context.Background(), time.Now()); err != nil {
 			t.Fatal(err)
@@ -309,7 +323,7 @@ func TestPresenceFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{FlushEvery: 2 * time.Second, PersistSeenEvery: time.Minute}
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
-		st.settings = settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}.Map()
+		st.settings = full(settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}).Map()
 		f := New(cfg, st, settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}, quiet(), nil)
 		f.Load(context.Background(), time.Now())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -355,7 +369,7 @@ func TestRestartKeepsOpenAlerts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
 		st.alerts = []store.Alert{{ID: "a1", Type: AlertOffline, ComputerID: "c1", RaisedAt: time.Now().Add(-23 * time.Hour)}}
-		st.settings = settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}.Map()
+		st.settings = full(settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}).Map()
 		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
 		if err := f.Load(context.Background(), time.Now()); err != nil {
 			t.Fatal(err)
@@ -391,7 +405,7 @@ func TestSyncFromOtherNodes(t *testing.T) {
 		f, st, cancel, done := start(t, s)
 		defer stop(t, cancel, done)
 		st.mu.Lock()
-		st.settings = settings.Settings{HeartbeatInterval: 30 * time.Second, OfflineAfterMissed: 5}.Map()
+		st.settings = full(settings.Settings{HeartbeatInterval: 30 * time.Second, OfflineAfterMissed: 5}).Map()
 		c := st.computers["c1"]
 		c.State = store.ComputerDeactivated
 		st.computers["c1"] = c

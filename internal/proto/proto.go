@@ -62,6 +62,23 @@ type Inventory struct {
 	ListenPort int `json:"listen_port,omitempty"`
 }
 
+// Equal reports whether two inventories describe the same host state.
+func (inv *Inventory) Equal(o *Inventory) bool {
+	if inv == nil || o == nil {
+		return inv == o
+	}
+	if inv.Hostname != o.Hostname || inv.OS != o.OS || inv.OSVersion != o.OSVersion ||
+		inv.AgentVersion != o.AgentVersion || inv.ListenPort != o.ListenPort || len(inv.IPs) != len(o.IPs) {
+		return false
+	}
+	for i := range inv.IPs {
+		if inv.IPs[i] != o.IPs[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // EnrollRequest is what an agent presents to obtain its identity.
 type EnrollRequest struct {
 	V         int       `json:"v"`
