@@ -141,3 +141,21 @@ func FuzzEventBatch(f *testing.F) {
 		}
 	})
 }
+
+func FuzzJobStatus(f *testing.F) {
+	f.Add([]byte(`{"v":1,"job_id":"j1","status":"succeeded","result":{"ok":true},"file_id":"abc"}`))
+	f.Add([]byte(`{"v":1,"job_id":"j1","status":"cancelled"}`))
+	f.Add([]byte(`{"v":1,"job_id":"","status":"failed","result":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s JobStatus
+		if Decode(strings.NewReader(string(b)), &s) != nil || s.Validate() != nil {
+			return
+		}
+		if s.JobID == "" || (s.Status != "running" && s.Status != "succeeded" && s.Status != "failed") {
+			t.Fatalf("accepted %+v", s)
+		}
+		if len(s.Result) > 0 && !json.Valid(s.Result) {
+			t.Fatalf("accepted invalid result %q", s.Result)
+		}
+	})
+}

@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"JobCancelExpire", testJobCancelExpire},
 		{"Files", testFiles},
 		{"ComputerCommunication", testComputerCommunication},
+		{"PendingAndUninstalled", testPendingAndUninstalled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1292,4 +1293,33 @@ func testComputerCommunication(t *testing.T, db *store.DB) {
 	}
 	_, err = db.SetComputerCommunication(ctx, "nope", "bidirectional")
 	checkErr(t, "SetComputerCommunication unknown", err, store.ErrNotFound)
+}
+
+func testPendingAndUninstalled(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	ids, err := db.PendingComputers(ctx)
+	checkErr(t, "PendingComputers on an empty store", err, nil)
+	if len(ids) != 0 {
+		t.Errorf("PendingComputers = %v", ids)
+	}
+	j := store.Job{ID: "j", Kind: "heartbeat-now", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	checkErr(t, "CreateJob", db.CreateJob(ctx, j, []string{"c1", "c2"}), nil)
+	db.UpdateJobTarget(ctx, store.JobTarget{JobID: "j", ComputerID: "c2", Status: store.JobSucceeded}, base)
+	ids, _ = db.PendingComputers(ctx)
+	if diff := cmp.Diff(ids, []string{"c1"}); diff != "" {
+		t.Errorf("PendingComputers (-got +want):\n%s", diff)
+	}
+
+	if err := db.CreateToken(ctx, store.Token{ID: "t", Hash: "h", CreatedAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.EnrollComputer(ctx, "h", base, store.Computer{ID: "c1", Hostname: "h1", EnrolledAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	checkErr(t, "MarkUninstalled", db.MarkUninstalled(ctx, "c1", base.Add(time.Minute)), nil)
+	c, _ := db.GetComputer(ctx, "c1")
+	if c.State != store.ComputerUninstalled || !c.DeactivatedAt.Equal(base.Add(time.Minute)) {
+		t.Errorf("after MarkUninstalled: %+v", c)
+	}
+	checkErr(t, "MarkUninstalled unknown", db.MarkUninstalled(ctx, "nope", base), store.ErrNotFound)
 }
