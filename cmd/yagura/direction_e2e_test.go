@@ -140,6 +140,17 @@ func TestCommunicationDirections(t *testing.T) {
 				})
 			}
 			a.stop(t, syscall.SIGTERM)
+			if mode == "manager-initiated" {
+				// After a restart the agent still waits for the manager's
+				// calls, and they still come.
+				a = startProc(t, "agent-"+mode+"-again", "agent", "--data-dir", adir, "--listen", "127.0.0.1:0")
+				restarted := time.Now()
+				eventually(t, 30*time.Second, "heartbeats after a restart", func() (bool, string) {
+					c := m.computers(t)[id.AgentID]
+					return c.LastSeen != nil && c.LastSeen.After(restarted) && strings.Contains(a.out.String(), "listening for the manager"), a.out.String()
+				})
+				a.stop(t, syscall.SIGTERM)
+			}
 		})
 	}
 	m.proc.stop(t, syscall.SIGTERM)

@@ -55,6 +55,7 @@ type Config struct {
 type Agent struct {
 	cfg     Config
 	log     *slog.Logger
+	idMu    sync.Mutex
 	id      *Identity
 	client  *Client
 	q       *eventq.Queue
@@ -66,7 +67,8 @@ type Agent struct {
 	uninstalled atomic.Bool
 
 	seq      uint64
-	interval time.Duration
+	interval time.Duration // read by other goroutines through heartbeatInterval
+	ivl      atomic.Int64
 	sentInv  *proto.Inventory
 	counters map[string]uint64
 	sentCtr  map[string]uint64 // counters as last acknowledged
@@ -89,11 +91,30 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.client, err = NewClient(ClientOptions{
 		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert, Proxy: cfg.Proxy,
 		Dial: a.dial,
+		// A manager-initiated agent talks on the manager's sockets: no
+		// proxy in between.
+		NoProxy: func() bool { mode, _ := a.dir.current(); return mode == managerInitiated },
 	})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// heartbeatInterval is the interval, safe from any goroutine.
+func (a *Agent) heartbeatInterval() time.Duration {
+	if v := a.ivl.Load(); v > 0 {
+		return time.Duration(v)
+	}
+	return time.Minute
+}
+
+// identity is the current identity (renewal replaces it), safe from any
+// goroutine.
+func (a *Agent) identity() *Identity {
+	a.idMu.Lock()
+	defer a.idMu.Unlock()
+	return a.id
 }
 
 // ID is the agent ID.
@@ -145,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}
 	}()
 	a.restoreDirection(ctx)
-	defer a.setDirection(ctx, agentInitiated, 0) // stop listening
+	defer a.dir.stopListening()
 	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager, "queued_events", q.Len())
 	failures := 0
 	var refused string
@@ -292,6 +313,7 @@ func (a *Agent) beat(ctx context.Context) error {
 	if iv := proto.FromMillis(resp.IntervalMillis); iv > 0 && iv != a.interval {
 		a.log.Info("heartbeat interval set by manager", "interval", iv)
 		a.interval = iv
+		a.ivl.Store(int64(iv))
 	}
 	return nil
 }
@@ -330,7 +352,9 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err := next.Save(a.cfg.DataDir); err != nil {
 		return err
 	}
+	a.idMu.Lock()
 	a.id = &next
+	a.idMu.Unlock()
 	a.client.SetCertificate(tc)
 	c, _ := next.Certificate()
 	a.log.Info("agent certificate renewed", "not_after", c.NotAfter)

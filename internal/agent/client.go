@@ -50,6 +50,9 @@ type ClientOptions struct {
 	// Proxy is an HTTP proxy (CONNECT), with credentials in its user
 	// info; nil: HTTPS_PROXY and NO_PROXY from the environment.
 	Proxy *url.URL
+	// NoProxy, when it returns true, bypasses any proxy (the agent is
+	// using sockets the manager opened).
+	NoProxy func() bool
 }
 
 // ParseManagerURL checks a manager URL as an operator types it.
@@ -96,7 +99,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		idle = 5 * time.Minute
 	}
 	c.transport = &http.Transport{
-		Proxy:               proxyFunc(o.Proxy),
+		Proxy:               withBypass(proxyFunc(o.Proxy), o.NoProxy),
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: 15 * time.Second,
 		MaxIdleConnsPerHost: 2, // heartbeats and event batches run side by side
@@ -117,6 +120,9 @@ func NewClient(o ClientOptions) (*Client, error) {
 			raw, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
+			}
+			if tc, ok := raw.(*tls.Conn); ok {
+				return tc, nil // already verified (a socket the manager opened)
 			}
 			cfg := c.transport.TLSClientConfig.Clone()
 			if _, ok := cache.Get(cfg.ServerName); ok {
@@ -361,6 +367,18 @@ func ProbeCA(ctx context.Context, manager string, proxy *url.URL) (fp, subject s
 		return "", "", errors.New("no TLS connection state from the manager")
 	}
 	return pki.RootFingerprint(*cs)
+}
+
+func withBypass(f func(*http.Request) (*url.URL, error), bypass func() bool) func(*http.Request) (*url.URL, error) {
+	if bypass == nil {
+		return f
+	}
+	return func(r *http.Request) (*url.URL, error) {
+		if bypass() {
+			return nil, nil
+		}
+		return f(r)
+	}
 }
 
 // proxyFunc uses the given proxy, or the usual environment variables

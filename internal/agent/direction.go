@@ -40,12 +40,18 @@ type direction struct {
 	// announce lets one heartbeat go out on the agent's own connection
 	// after it starts listening, to tell the manager its port.
 	announce bool
+	// checking bounds the inbound connections being verified at once.
+	checking chan struct{}
+	// refusals counts connections that were not the manager since the
+	// last log line about them.
+	refusals       int
+	lastRefusalLog time.Time
 }
 
 func newDirection() *direction {
 	return &direction{
 		mode: agentInitiated, inbound: make(chan net.Conn, 1),
-		nudge: make(chan struct{}, 1), changed: make(chan struct{}),
+		nudge: make(chan struct{}, 1), changed: make(chan struct{}), checking: make(chan struct{}, 8),
 	}
 }
 
@@ -66,15 +72,25 @@ func (d *direction) listenPort() int {
 func (a *Agent) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := a.dir
 	d.mu.Lock()
-	waitForManager := d.mode == managerInitiated && !d.announce
+	// Wait for the manager only while listening: if the port could not be
+	// opened, dialing out is the only way to stay in touch.
+	waitForManager := d.mode == managerInitiated && d.ln != nil && !d.announce
 	d.announce = false
 	d.mu.Unlock()
 	if waitForManager {
+		// If the manager has not called for three intervals (it restarted
+		// and forgot this agent's port, or cannot route to it), go out once
+		// to tell it where the agent is. Where the agent may not connect
+		// out, that attempt simply fails.
+		silence := time.NewTimer(3*a.heartbeatInterval() + 5*time.Second)
+		defer silence.Stop()
 		select {
 		case c := <-a.dir.inbound:
 			return c, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-silence.C:
+			a.log.Warn("the manager has not called for three heartbeat intervals; reaching out once to tell it where this agent listens")
 		}
 	}
 	return (&net.Dialer{Timeout: 15 * time.Second}).DialContext(ctx, network, addr)
@@ -99,10 +115,7 @@ func (a *Agent) setDirection(ctx context.Context, mode string, port int) {
 		_ = a.q.PutMeta("communication", []byte(mode+" "+strconv.Itoa(port)))
 	}
 	if mode == agentInitiated {
-		if d.ln != nil {
-			d.ln.Close()
-			d.ln, d.port = nil, 0
-		}
+		d.closeListenerLocked()
 		return
 	}
 	if d.ln != nil {
@@ -122,6 +135,21 @@ func (a *Agent) setDirection(ctx context.Context, mode string, port int) {
 	d.announce = true
 	a.log.Info("listening for the manager", "addr", ln.Addr().String())
 	go a.accept(ctx, ln)
+}
+
+func (d *direction) closeListenerLocked() {
+	if d.ln != nil {
+		d.ln.Close()
+		d.ln, d.port = nil, 0
+	}
+}
+
+// stopListening closes the listener at shutdown without forgetting the
+// direction, which the next run restores.
+func (d *direction) stopListening() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closeListenerLocked()
 }
 
 // restoreDirection reapplies the direction remembered from the last run, so
@@ -152,51 +180,94 @@ func (a *Agent) accept(ctx context.Context, ln net.Listener) {
 			}
 			return
 		}
-		switch mode, _ := a.dir.current(); mode {
-		case managerInitiated:
-			select {
-			case a.dir.inbound <- c:
-			default:
-				// One is already waiting to be used: keep the newer one.
-				select {
-				case old := <-a.dir.inbound:
-					old.Close()
-				default:
-				}
-				a.dir.inbound <- c
-			}
-		case bidirectional:
-			go a.checkNudge(c)
+		select {
+		case a.dir.checking <- struct{}{}:
 		default:
-			c.Close()
+			c.Close() // too many half-open connections: drop
+			continue
 		}
+		go func() {
+			defer func() { <-a.dir.checking }()
+			a.inboundConn(c)
+		}()
 	}
 }
 
-// checkNudge completes a TLS handshake as the client on a connection the
-// "manager" opened: only the real manager passes the pin, and only then
-// does the agent heartbeat at once.
-func (a *Agent) checkNudge(c net.Conn) {
-	defer c.Close()
-	cfg, err := pki.PinnedClientConfig(a.id.CAFingerprint, hostOf(a.id.Manager), a.id.Roots())
+// inboundConn proves that a connection to the agent's port comes from the
+// manager (the agent's TLS handshake, as client, with the pinned CA and its
+// own certificate) before anything uses it.
+func (a *Agent) inboundConn(c net.Conn) {
+	tc, err := a.verifyManager(c)
 	if err != nil {
+		c.Close()
+		a.dir.refused(a.log, c.RemoteAddr().String(), err)
 		return
 	}
-	cert, err := a.id.TLSCertificate()
+	switch mode, _ := a.dir.current(); mode {
+	case managerInitiated:
+		// The client uses it for its next exchange. One waits at most: a
+		// newer call replaces an older one.
+		select {
+		case a.dir.inbound <- tc:
+		default:
+			select {
+			case old := <-a.dir.inbound:
+				old.Close()
+			default:
+			}
+			select {
+			case a.dir.inbound <- tc:
+			default:
+				tc.Close()
+			}
+		}
+	case bidirectional:
+		tc.Close()
+		select {
+		case a.dir.nudge <- struct{}{}:
+		default:
+		}
+	default:
+		tc.Close()
+	}
+}
+
+// verifyManager does the agent's TLS handshake on an inbound connection,
+// within 10 s.
+func (a *Agent) verifyManager(c net.Conn) (*tls.Conn, error) {
+	id := a.identity()
+	cfg, err := pki.PinnedClientConfig(id.CAFingerprint, hostOf(id.Manager), id.Roots())
 	if err != nil {
-		return
+		return nil, err
+	}
+	cert, err := id.TLSCertificate()
+	if err != nil {
+		return nil, err
 	}
 	cfg.Certificates = []tls.Certificate{*cert}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(c, cfg)
 	if err := tc.Handshake(); err != nil {
-		a.log.Warn("refused a connection to the agent's port that is not the manager", "remote", c.RemoteAddr().String(), "err", err)
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// refused logs a connection that was not the manager, at most once a
+// minute, so a scan of the port cannot flood the log.
+func (d *direction) refused(log interface{ Warn(string, ...any) }, remote string, err error) {
+	d.mu.Lock()
+	d.refusals++
+	n, last := d.refusals, d.lastRefusalLog
+	now := time.Now()
+	if now.Sub(last) < time.Minute {
+		d.mu.Unlock()
 		return
 	}
-	select {
-	case a.dir.nudge <- struct{}{}:
-	default:
-	}
+	d.lastRefusalLog, d.refusals = now, 0
+	d.mu.Unlock()
+	log.Warn("refused a connection to the agent's port that is not the manager", "remote", remote, "err", err, "refused_since_last_log", n)
 }
 
 func hostOf(manager string) string {

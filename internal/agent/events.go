@@ -73,7 +73,7 @@ func (a *Agent) sendEvents(ctx context.Context) {
 				return
 			}
 			failures++
-			wait := backoff(failures, max(a.interval, 10*time.Second))
+			wait := backoff(failures, max(a.heartbeatInterval(), 10*time.Second))
 			if failures == 1 || failures%20 == 0 {
 				a.log.Warn("sending events failed; they stay queued", "err", err, "queued", a.q.Len(), "retry_in", wait.Round(time.Millisecond))
 			}

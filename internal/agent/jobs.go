@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/yagura/yagura/internal/proto"
@@ -81,6 +83,8 @@ func (a *Agent) handleJobs(ctx context.Context, jobs []proto.Job) {
 			if err := a.saveJob(j.ID, rec); err == nil {
 				a.report(ctx, j.ID, rec)
 			}
+		case rec != nil && rec.Status == "ended":
+			// Ended by the manager before it ran; nothing to report.
 		case rec != nil:
 			// Finished before; the manager did not get the report.
 			a.report(ctx, j.ID, rec)
@@ -104,7 +108,14 @@ func (a *Agent) start(ctx context.Context, j proto.Job) {
 		a.log.Error("record job start", "job", j.ID, "err", err)
 		return
 	}
-	a.report(ctx, j.ID, &jobRecord{Status: "running"})
+	// Tell the manager first: if it already ended the job (cancelled
+	// between delivery and now), do not run it.
+	err := a.client.ReportJob(ctx, &proto.JobStatus{V: proto.Version, JobID: j.ID, Status: "running"})
+	if IsProblem(err, "job-final") {
+		a.log.Info("job ended by the manager before it started; not running it", "job", j.ID)
+		_ = a.saveJob(j.ID, &jobRecord{Status: "ended"})
+		return
+	}
 	jctx, cancel := context.WithDeadline(ctx, j.ExpiresAt)
 	a.running.mu.Lock()
 	a.running.cancels[j.ID] = cancel
@@ -122,10 +133,14 @@ func (a *Agent) start(ctx context.Context, j proto.Job) {
 			a.log.Error("record job result", "job", j.ID, "err", err)
 		}
 		a.log.Info("job finished", "job", j.ID, "kind", j.Kind, "status", rec.Status)
-		a.report(ctx, j.ID, rec)
 		if j.Kind == proto.JobUninstall && rec.Status == "succeeded" {
+			// The manager must learn it before the identity goes: retry
+			// until it has, or the job expires.
+			a.reportUntilAcked(jctx, j.ID, rec)
 			a.uninstall()
+			return
 		}
+		a.report(ctx, j.ID, rec)
 	})
 }
 
@@ -162,6 +177,17 @@ func (a *Agent) report(ctx context.Context, id string, rec *jobRecord) {
 	}
 }
 
+func (a *Agent) reportUntilAcked(ctx context.Context, id string, rec *jobRecord) {
+	for failures := 1; ; failures++ {
+		err := a.client.ReportJob(ctx, &proto.JobStatus{V: proto.Version, JobID: id, Status: rec.Status, Result: rec.Result, FileID: rec.FileID})
+		if err == nil || IsProblem(err, "job-final") || ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("report uninstall; retrying before removing the identity", "err", err)
+		sleep(ctx, backoff(failures, 30*time.Second))
+	}
+}
+
 // uninstall ends the agent after an uninstall job: Run returns
 // ErrUninstalled, then removes the queue and identity.
 func (a *Agent) uninstall() {
@@ -194,7 +220,7 @@ func (a *Agent) collectLogs(ctx context.Context, j proto.Job) (any, string, erro
 	}
 	archive := filepath.Join(dir, j.ID+".zip")
 	defer os.Remove(archive)
-	files, skipped, total, err := zipFiles(archive, p.Paths, p.MaxBytes)
+	files, skipped, total, err := zipFiles(ctx, archive, p.Paths, p.MaxBytes)
 	if err != nil {
 		return nil, "", err
 	}
@@ -211,7 +237,7 @@ func (a *Agent) collectLogs(ctx context.Context, j proto.Job) (any, string, erro
 
 // zipFiles writes the files matching patterns into a zip, stopping before
 // maxBytes of input; what does not fit is listed as skipped.
-func zipFiles(out string, patterns []string, maxBytes int64) (files int, skipped []string, total int64, err error) {
+func zipFiles(ctx context.Context, out string, patterns []string, maxBytes int64) (files int, skipped []string, total int64, err error) {
 	var paths []string
 	for _, pat := range patterns {
 		m, err := filepath.Glob(pat)
@@ -229,19 +255,22 @@ func zipFiles(out string, patterns []string, maxBytes int64) (files int, skipped
 	zw := zip.NewWriter(fh)
 	seen := map[string]bool{}
 	for _, p := range paths {
+		if ctx.Err() != nil {
+			return 0, nil, 0, ctx.Err()
+		}
 		if seen[p] {
 			continue
 		}
 		seen[p] = true
-		st, err := os.Stat(p)
+		st, err := os.Lstat(p)
 		if err != nil || !st.Mode().IsRegular() {
-			continue // directories, sockets, vanished files
+			continue // directories, links, sockets, FIFOs, vanished files
 		}
 		if total+st.Size() > maxBytes {
 			skipped = append(skipped, p)
 			continue
 		}
-		n, err := addFile(zw, p, st)
+		n, err := addFile(zw, p)
 		if err != nil {
 			skipped = append(skipped, p+": "+err.Error())
 			continue
@@ -255,17 +284,28 @@ func zipFiles(out string, patterns []string, maxBytes int64) (files int, skipped
 	return files, skipped, total, fh.Sync()
 }
 
-func addFile(zw *zip.Writer, path string, st os.FileInfo) (int64, error) {
-	src, err := os.Open(path)
+func addFile(zw *zip.Writer, path string) (int64, error) {
+	// Non-blocking and no symlinks: a FIFO or a link swapped in after the
+	// Lstat must not hang the job or leave the matched files.
+	src, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return 0, errors.New("not a regular file")
+	}
 	hdr, err := zip.FileInfoHeader(st)
 	if err != nil {
 		return 0, err
 	}
-	hdr.Name = filepath.ToSlash(path)
+	// A relative, clean name: extracting the archive never writes outside
+	// the folder it is extracted in.
+	hdr.Name = strings.TrimLeft(filepath.ToSlash(filepath.Clean(path)), "/")
 	hdr.Method = zip.Deflate
 	w, err := zw.CreateHeader(hdr)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"os"
@@ -153,6 +152,7 @@ func jobsCmd(g *globals) *cobra.Command {
 		},
 	}
 	var out string
+	var force bool
 	download := &cobra.Command{
 		Use: "download FILE-ID", Short: "Download a file a job uploaded (collect-logs) and check its SHA-256", Args: cobra.ExactArgs(1),
 		Example: `  yagura ctl jobs show 0193… -o json | jq -r '.targets[].file_id'
@@ -162,10 +162,11 @@ func jobsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return downloadFile(cmd, c, args[0], out)
+			return downloadFile(cmd, c, args[0], out, force)
 		},
 	}
-	download.Flags().StringVarP(&out, "output-file", "O", "", "where to write it (default: the file's name)")
+	download.Flags().StringVarP(&out, "output-file", "O", "", "where to write it (default: yagura-FILE-ID.zip)")
+	download.Flags().BoolVar(&force, "force", false, "replace an existing file")
 	cmd.AddCommand(create, ls, show, watchCmd, cancel, download)
 	return cmd
 }
@@ -208,18 +209,19 @@ func watchJob(cmd *cobra.Command, g *globals, c *Client, id string) error {
 	}
 }
 
-func downloadFile(cmd *cobra.Command, c *Client, id, out string) error {
+func downloadFile(cmd *cobra.Command, c *Client, id, out string, force bool) error {
 	resp, err := c.Stream(cmd.Context(), "/api/v1/files/"+url.PathEscape(id))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if out == "" {
+		// Named by the manager's file ID, never by the name an agent gave:
+		// a compromised agent must not choose which file is written here.
 		out = "yagura-" + id + ".zip"
-		if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
-			// Only a plain name: never a path the manager chose.
-			out = filepath.Base(params["filename"])
-		}
+	}
+	if _, err := os.Lstat(out); err == nil && !force {
+		return fmt.Errorf("%s exists; choose another name with -O or pass --force to replace it", out)
 	}
 	want := resp.Header.Get("X-Checksum-SHA256")
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")

@@ -134,6 +134,11 @@ func (q *Queue) PushWithMeta(name string, value []byte, events ...Event) error {
 		if e.Time.IsZero() {
 			e.Time = time.Now().UTC()
 		}
+		// Refuse here what the manager would refuse: a bad event queued
+		// would block every event behind it.
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("event %s: %w", e.ID, err)
+		}
 		b, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("encode event %s: %w", e.ID, err)

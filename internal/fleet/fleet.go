@@ -342,10 +342,9 @@ func (f *Fleet) Reach(id string) (Reach, bool) {
 
 func (f *Fleet) reachLocked(e *entry, s *settings.Settings) Reach {
 	r := Reach{Communication: effective(e, s), LastSeen: e.lastSeen, Interval: max(s.HeartbeatInterval, e.toldInterval)}
+	// Only the address a heartbeat actually came from: an agent must not
+	// be able to point the manager at a host of its choosing.
 	host := e.addr
-	if host == "" && len(e.inv.IPs) > 0 {
-		host = e.inv.IPs[0]
-	}
 	port := e.inv.ListenPort
 	if port == 0 {
 		port = s.AgentPort

@@ -81,8 +81,9 @@ func (g *Gateway) jobProblem(w http.ResponseWriter, what string, err error) {
 	case errors.Is(err, jobs.ErrInvalid):
 		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, what+": "+err.Error())
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		// The agent's connection broke mid-chunk: routine, it resumes.
-		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, what+": the chunk was cut short; resume from the offset the manager holds")
+		// The agent's connection broke mid-chunk: routine, it resumes
+		// from where the manager stands.
+		g.problem(w, http.StatusConflict, codeUploadOffset, what+": the chunk was cut short; resume from the offset the manager holds")
 	default:
 		g.internal(w, what, err)
 	}
@@ -124,6 +125,9 @@ func (g *Gateway) appendUpload(w http.ResponseWriter, r *http.Request) {
 	if !ok || !g.active(r.Context(), w, id) {
 		return
 	}
+	// A chunk on a slow link may take longer than the server's read
+	// timeout for ordinary requests.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(10 * time.Minute))
 	offset, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
 	if err != nil || offset < 0 {
 		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "upload: ?offset= must be a byte offset")

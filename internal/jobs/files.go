@@ -63,11 +63,12 @@ func (s *Service) StartUpload(ctx context.Context, agentID string, r *proto.Uplo
 		return proto.UploadState{}, err
 	case f.SHA256 != r.SHA256 || f.Size != r.Size:
 		// A different file for the same job (the agent built its archive
-		// again): start over.
-		if err := s.reset(ctx, f.ID); err != nil {
+		// again): start over with this one.
+		os.Remove(s.path(f.ID) + ".part")
+		f.SHA256, f.Size, f.Received, f.Name = r.SHA256, r.Size, 0, filepath.Base(r.Name)
+		if err := s.st.ReplaceFile(ctx, f); err != nil {
 			return proto.UploadState{}, err
 		}
-		return proto.UploadState{}, fmt.Errorf("%w: a different file was started for this job; start again", ErrOffset)
 	}
 	return state(f), nil
 }
@@ -77,6 +78,13 @@ func state(f store.File) proto.UploadState {
 }
 
 func (s *Service) ownTarget(ctx context.Context, jobID, agentID string) error {
+	j, err := s.st.GetJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if j.Kind != proto.JobCollectLogs {
+		return fmt.Errorf("%w: job %s (%s) takes no upload", ErrNotYours, jobID, j.Kind)
+	}
 	ts, err := s.st.JobTargets(ctx, jobID)
 	if err != nil {
 		return err
@@ -90,11 +98,6 @@ func (s *Service) ownTarget(ctx context.Context, jobID, agentID string) error {
 		}
 	}
 	return fmt.Errorf("%w: job %s", ErrNotYours, jobID)
-}
-
-func (s *Service) reset(ctx context.Context, id string) error {
-	os.Remove(s.path(id))
-	return s.st.SetFileReceived(ctx, id, 0, time.Time{})
 }
 
 // UploadState reports how much of a file has arrived.
@@ -140,7 +143,17 @@ func (s *Service) Append(ctx context.Context, agentID, id string, offset int64, 
 	}
 	defer fh.Close()
 	// Bytes written after the last recorded offset (a crash between write
-	// and record) are discarded.
+	// and record) are discarded; a part file shorter than recorded (lost,
+	// or on another manager node) restarts the upload where it really is.
+	if st, err := fh.Stat(); err != nil {
+		return proto.UploadState{}, err
+	} else if st.Size() < f.Received {
+		if err := s.st.SetFileReceived(ctx, id, st.Size(), time.Time{}); err != nil {
+			return proto.UploadState{}, err
+		}
+		f.Received = st.Size()
+		return state(f), fmt.Errorf("%w: the manager holds %d bytes", ErrOffset, f.Received)
+	}
 	if err := fh.Truncate(f.Received); err != nil {
 		return proto.UploadState{}, err
 	}

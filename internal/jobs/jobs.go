@@ -38,6 +38,7 @@ type Store interface {
 	CreateFile(ctx context.Context, f store.File) error
 	GetFile(ctx context.Context, id string) (store.File, error)
 	SetFileReceived(ctx context.Context, id string, received int64, complete time.Time) error
+	ReplaceFile(ctx context.Context, f store.File) error
 }
 
 // Fleet is told when a computer uninstalled itself.
@@ -74,7 +75,12 @@ type Service struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	pending map[string]bool          // computers with unfinished targets
+	pending map[string]bool // computers with unfinished targets
+	// fresh are computers with something new for them (a job not yet
+	// delivered, a running job cancelled): their long poll returns at once.
+	// Unfinished but delivered jobs do not count, or an agent running a
+	// long job would poll in a tight loop.
+	fresh   map[string]bool
 	waiters map[string]chan struct{} // agents in a long poll
 	// uploads serialises appends to one file.
 	uploads sync.Map // file ID → *sync.Mutex
@@ -95,7 +101,7 @@ func (s *Service) SetNudger(n func(ids ...string)) { s.nudge = n }
 func New(cfg Config, st Store, fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Service {
 	s := &Service{
 		cfg: cfg, st: st, fleet: fl, log: log,
-		pending: map[string]bool{}, waiters: map[string]chan struct{}{},
+		pending: map[string]bool{}, fresh: map[string]bool{}, waiters: map[string]chan struct{}{},
 		created:   prometheus.NewCounter(prometheus.CounterOpts{Name: "yagura_jobs_created_total", Help: "Jobs created."}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "yagura_jobs_delivered_total", Help: "Job deliveries to agents (first delivery per target)."}),
 	}
@@ -105,7 +111,9 @@ func New(cfg Config, st Store, fl Fleet, log *slog.Logger, reg prometheus.Regist
 	return s
 }
 
-// Load reads which computers have unfinished jobs.
+// Load reads which computers have unfinished jobs. It only adds (jobs
+// created through another manager node): ForAgent removes computers whose
+// jobs are done, so a refresh cannot drop a job created meanwhile.
 func (s *Service) Load(ctx context.Context) error {
 	ids, err := s.st.PendingComputers(ctx)
 	if err != nil {
@@ -113,9 +121,11 @@ func (s *Service) Load(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending = make(map[string]bool, len(ids))
 	for _, id := range ids {
-		s.pending[id] = true
+		if !s.pending[id] {
+			// New to this node: it may not have been delivered yet.
+			s.pending[id], s.fresh[id] = true, true
+		}
 	}
 	return nil
 }
@@ -207,7 +217,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest, now time.Time) (s
 	s.created.Inc()
 	s.mu.Lock()
 	for _, t := range targets {
-		s.pending[t] = true
+		s.pending[t], s.fresh[t] = true, true
 	}
 	s.mu.Unlock()
 	s.Wake(targets...)
@@ -261,6 +271,9 @@ func (s *Service) Cancel(ctx context.Context, id string, now time.Time) (store.J
 	if err == nil {
 		for _, t := range ts {
 			if t.Status == store.JobRunning {
+				s.mu.Lock()
+				s.fresh[t.ComputerID] = true
+				s.mu.Unlock()
 				s.Wake(t.ComputerID)
 			}
 		}
@@ -285,6 +298,7 @@ func (s *Service) ForAgent(ctx context.Context, id string, now time.Time) ([]pro
 	if len(js) == 0 {
 		s.mu.Lock()
 		delete(s.pending, id)
+		delete(s.fresh, id)
 		s.mu.Unlock()
 		return nil, nil
 	}
@@ -300,11 +314,21 @@ func (s *Service) ForAgent(ctx context.Context, id string, now time.Time) ([]pro
 	if err := s.st.MarkDelivered(ctx, id, ids, now); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	delete(s.fresh, id)
+	s.mu.Unlock()
 	return out, nil
 }
 
 // Report records an agent's report on one of its jobs.
 func (s *Service) Report(ctx context.Context, agentID string, r *proto.JobStatus, now time.Time) (store.JobTarget, error) {
+	if r.FileID != "" {
+		// Only a file this agent uploaded for this job may be linked.
+		f, err := s.st.GetFile(ctx, r.FileID)
+		if err != nil || f.ComputerID != agentID || f.JobID != r.JobID || f.CompleteAt.IsZero() {
+			return store.JobTarget{}, fmt.Errorf("%w: file %s is not a complete upload of this agent for job %s", ErrNotYours, r.FileID, r.JobID)
+		}
+	}
 	t, err := s.st.UpdateJobTarget(ctx, store.JobTarget{
 		JobID: r.JobID, ComputerID: agentID, Status: r.Status, Result: string(r.Result), FileID: r.FileID,
 	}, now)
@@ -327,7 +351,7 @@ func (s *Service) Report(ctx context.Context, agentID string, r *proto.JobStatus
 // max passes or ctx ends; it reports whether it was woken.
 func (s *Service) Wait(ctx context.Context, id string, max time.Duration) bool {
 	s.mu.Lock()
-	if s.pending[id] {
+	if s.fresh[id] {
 		s.mu.Unlock()
 		return true
 	}

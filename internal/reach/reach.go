@@ -38,6 +38,9 @@ type Dialer struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// backoff holds agents that could not be reached until a time, so an
+	// unreachable agent is not dialed twice a second.
+	backoff map[string]time.Time
 
 	dials    *prometheus.CounterVec
 	dialTime time.Duration
@@ -46,7 +49,7 @@ type Dialer struct {
 // New returns a dialer; it does no I/O.
 func New(fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Dialer {
 	d := &Dialer{
-		fleet: fl, log: log, inflight: map[string]bool{}, dialTime: 5 * time.Second,
+		fleet: fl, log: log, inflight: map[string]bool{}, backoff: map[string]time.Time{}, dialTime: 5 * time.Second,
 		ln: &chanListener{conns: make(chan net.Conn), done: make(chan struct{})},
 		dials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yagura_agent_dials_total", Help: "Connections the manager opened to agents, by result.",
@@ -107,7 +110,7 @@ func (d *Dialer) Run(ctx context.Context) error {
 // hands the connection to the server.
 func (d *Dialer) connect(ctx context.Context, id, addr string) {
 	d.mu.Lock()
-	if d.inflight[id] {
+	if d.inflight[id] || time.Now().Before(d.backoff[id]) {
 		d.mu.Unlock()
 		return
 	}
@@ -122,12 +125,18 @@ func (d *Dialer) connect(ctx context.Context, id, addr string) {
 	defer cancel()
 	c, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
+		d.mu.Lock()
+		d.backoff[id] = time.Now().Add(30 * time.Second)
+		d.mu.Unlock()
 		release()
 		d.dials.WithLabelValues("failed").Inc()
 		d.log.Debug("cannot reach agent", "agent", id, "addr", addr, "err", err)
 		return
 	}
 	d.dials.WithLabelValues("ok").Inc()
+	d.mu.Lock()
+	delete(d.backoff, id)
+	d.mu.Unlock()
 	conn := &trackedConn{Conn: c, onClose: release}
 	select {
 	case d.ln.conns <- conn:

@@ -19,6 +19,7 @@ type sessionStore struct {
 	max     int
 	ttl     time.Duration
 	entries map[string]sessionEntry
+	order   []string // handles, oldest first: eviction is FIFO and O(1)
 }
 
 type sessionEntry struct {
@@ -31,31 +32,33 @@ func newSessionStore(max int, ttl time.Duration) *sessionStore {
 }
 
 // wrap implements tls.Config.WrapSession.
-func (s *sessionStore) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	b, err := ss.Bytes()
-	if err != nil {
-		return nil, err
-	}
+func (s *sessionStore) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
+		return nil, err
+	}
+	if len(cs.VerifiedChains) == 0 {
+		// Only agents (verified client certificates) get a stored session,
+		// so anonymous clients cannot fill the store. Others get a handle
+		// that resolves to nothing (an empty ticket would break clients):
+		// their next connection is a full handshake.
+		return id, nil
+	}
+	b, err := ss.Bytes()
+	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.entries) >= s.max {
-		// Drop expired sessions, then arbitrary ones (map order): a dropped
-		// session only costs that agent one full handshake.
-		for k, e := range s.entries {
-			if len(s.entries) < s.max*9/10 {
-				break
-			}
-			if now.After(e.expires) || len(s.entries) >= s.max {
-				delete(s.entries, k)
-			}
-		}
+	// Drop the oldest sessions (used or not) to stay under the cap: a
+	// dropped session only costs that agent one full handshake.
+	for len(s.order) > 0 && (len(s.entries) >= s.max || len(s.order) > 2*s.max) {
+		delete(s.entries, s.order[0])
+		s.order = s.order[1:]
 	}
 	s.entries[string(id)] = sessionEntry{state: b, expires: now.Add(s.ttl)}
+	s.order = append(s.order, string(id))
 	return id, nil
 }
 
@@ -64,11 +67,14 @@ func (s *sessionStore) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte
 func (s *sessionStore) unwrap(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
 	s.mu.Lock()
 	e, ok := s.entries[string(identity)]
-	if ok && time.Now().After(e.expires) {
+	if ok {
+		// Single use: TLS 1.3 hands out a new ticket on every resumption.
 		delete(s.entries, string(identity))
-		ok = false
 	}
 	s.mu.Unlock()
+	if ok && time.Now().After(e.expires) {
+		ok = false
+	}
 	if !ok {
 		return nil, nil
 	}

@@ -358,3 +358,15 @@ func (db *DB) SetComputerCommunication(ctx context.Context, id, mode string) (Co
 	}
 	return db.GetComputer(ctx, id)
 }
+
+// ReplaceFile restarts an upload with another file (same ID).
+func (db *DB) ReplaceFile(ctx context.Context, f File) error {
+	res, err := db.db.ExecContext(ctx, db.rb("UPDATE files SET name = ?, size = ?, sha256 = ?, received = 0, complete_at = NULL WHERE id = ?"), f.Name, f.Size, f.SHA256, f.ID)
+	if err != nil {
+		return db.fail(fmt.Sprintf("replace file %q", f.ID), err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("replace file %q: %w", f.ID, ErrNotFound)
+	}
+	return nil
+}

@@ -25,13 +25,16 @@ import (
 //
 //   - WAL lets readers run while a heartbeat batch is being written.
 //   - busy_timeout makes a writer wait for the lock instead of failing.
-//   - synchronous=NORMAL is durable across process crashes in WAL mode; a
-//     power loss may drop the last transactions, which heartbeats tolerate.
+//   - synchronous=FULL: a commit is on disk when it returns, even across a
+//     power loss. Agents delete events once the manager acknowledges them,
+//     so an acknowledged batch must survive anything. (NORMAL would only
+//     survive process crashes.) Heartbeats are written in batches, so the
+//     extra fsync per commit costs little.
 //   - _txlock=immediate takes the write lock at BEGIN: a deferred
 //     transaction that reads and then writes (EnrollComputer) would
 //     otherwise fail with SQLITE_BUSY when another writer got in between,
 //     without the busy handler being consulted.
-const params = "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_txlock=immediate"
+const params = "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=FULL&_txlock=immediate"
 
 // maxConns bounds the pool. SQLite runs one writer at a time anyway; waiting
 // in database/sql's queue is fairer and quicker than spinning in SQLite's
