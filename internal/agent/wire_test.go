@@ -101,6 +101,10 @@ func TestWireBytes(t *testing.T) {
 	}
 	first := measure("first heartbeat", beat(true))
 	idle := measure("idle heartbeat", beat(false))
+	poll := measure("long poll", func() error {
+		_, err := c.Wait(t.Context(), time.Second)
+		return err
+	})
 	c.Close() // as after an idle timeout or a proxy cut
 	resumed := measure("heartbeat on a new connection", beat(false))
 	events := measure("10 events", func() error {
@@ -122,13 +126,14 @@ func TestWireBytes(t *testing.T) {
 		"| enrolment (full TLS handshake, CSR, certificate) | %d | activation ≈ 11,100 |\n"+
 		"| first heartbeat after enrolment (full handshake with client certificate, inventory) | %d | polling ≈ 5,900 |\n"+
 		"| heartbeat on a kept connection | %d | polling ≈ 5,900 |\n"+
+		"| long poll between two heartbeats, kept connection | %d | (none: AMC polls every 15 min) |\n"+
 		"| heartbeat on a new connection (TLS session resumed) | %d | polling ≈ 5,900 |\n"+
 		"| 10 events on a kept connection | %d | detection notice ≈ 8,600 each |",
-		enrol, first, idle, resumed, events)
+		enrol, first, idle, poll, resumed, events)
 	for _, x := range []struct {
 		what string
 		got  int64
-	}{{"idle heartbeat", idle}, {"heartbeat on a resumed connection", resumed}} {
+	}{{"idle heartbeat", idle}, {"heartbeat on a resumed connection", resumed}, {"heartbeat and long poll per interval", idle + poll}} {
 		if x.got > amcPolling/5 {
 			t.Errorf("%s: %d bytes, over a fifth of FFRI AMC's polling (%d)", x.what, x.got, amcPolling/5)
 		}
