@@ -206,3 +206,60 @@ type File struct {
 	CreatedAt  time.Time
 	CompleteAt time.Time // zero until every byte arrived and the hash matched
 }
+
+// User is a person who signs in to the console or the API.
+type User struct {
+	ID           string
+	Username     string
+	PasswordHash string // argon2id in PHC form
+	Role         string // admin, operator, auditor
+	CreatedAt    time.Time
+	DisabledAt   time.Time
+}
+
+// APIClient is a program using the client_credentials grant.
+type APIClient struct {
+	ID          string
+	SecretHash  string
+	Description string
+	Role        string
+	CreatedBy   string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time // zero: never
+	RevokedAt   time.Time
+}
+
+// OAuthToken is an issued access or refresh token, by its hash.
+type OAuthToken struct {
+	Hash      string
+	Kind      string // access | refresh
+	Family    string
+	Subject   string // user:ID or client:ID
+	Role      string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time
+	RevokedAt time.Time
+}
+
+// AuditEntry records one state-changing call.
+type AuditEntry struct {
+	ID       string
+	Time     time.Time
+	Actor    string
+	Remote   string
+	Method   string
+	Route    string
+	Resource string
+	Summary  string
+	Status   int
+}
+
+// AuditFilter selects audit entries; zero fields do not filter.
+type AuditFilter struct {
+	Actor  string
+	Since  time.Time
+	Until  time.Time
+	Before string // cursor: entries with an ID lower than this
+	Limit  int
+}

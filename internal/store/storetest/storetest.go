@@ -60,6 +60,10 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"Files", testFiles},
 		{"ComputerCommunication", testComputerCommunication},
 		{"PendingAndUninstalled", testPendingAndUninstalled},
+		{"Users", testUsers},
+		{"APIClients", testAPIClients},
+		{"OAuthTokens", testOAuthTokens},
+		{"Audit", testAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1322,4 +1326,141 @@ func testPendingAndUninstalled(t *testing.T, db *store.DB) {
 		t.Errorf("after MarkUninstalled: %+v", c)
 	}
 	checkErr(t, "MarkUninstalled unknown", db.MarkUninstalled(ctx, "nope", base), store.ErrNotFound)
+}
+
+func testUsers(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	u := store.User{ID: "u1", Username: "alice", PasswordHash: "$argon2id$x", Role: "admin", CreatedAt: base}
+	checkErr(t, "CreateUser", db.CreateUser(ctx, u), nil)
+	checkErr(t, "CreateUser same name", db.CreateUser(ctx, store.User{ID: "u2", Username: "alice", PasswordHash: "h", Role: "auditor", CreatedAt: base}), store.ErrConflict)
+	checkErr(t, "CreateUser without role", db.CreateUser(ctx, store.User{ID: "u3", Username: "bob", PasswordHash: "h"}), store.ErrInvalid)
+	got, err := db.UserByName(ctx, "alice")
+	checkErr(t, "UserByName", err, nil)
+	if diff := cmp.Diff(got, u); diff != "" {
+		t.Errorf("UserByName (-got +want):\n%s", diff)
+	}
+	_, err = db.UserByName(ctx, "nobody")
+	checkErr(t, "UserByName unknown", err, store.ErrNotFound)
+	u.Role, u.DisabledAt = "auditor", base.Add(time.Hour)
+	checkErr(t, "UpdateUser", db.UpdateUser(ctx, u), nil)
+	got, _ = db.GetUser(ctx, "u1")
+	if diff := cmp.Diff(got, u); diff != "" {
+		t.Errorf("after UpdateUser (-got +want):\n%s", diff)
+	}
+	checkErr(t, "UpdateUser unknown", db.UpdateUser(ctx, store.User{ID: "nope"}), store.ErrNotFound)
+	db.CreateUser(ctx, store.User{ID: "u0", Username: "Zed", PasswordHash: "h", Role: "operator", CreatedAt: base})
+	us, err := db.ListUsers(ctx)
+	checkErr(t, "ListUsers", err, nil)
+	if len(us) != 2 || us[0].Username != "Zed" || us[1].Username != "alice" {
+		t.Errorf("ListUsers, byte order: %+v", us)
+	}
+}
+
+func testAPIClients(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	c := store.APIClient{ID: "cl1", SecretHash: "h", Role: "operator", CreatedBy: "user:alice", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	checkErr(t, "CreateAPIClient", db.CreateAPIClient(ctx, c), nil)
+	checkErr(t, "CreateAPIClient twice", db.CreateAPIClient(ctx, c), store.ErrConflict)
+	got, err := db.GetAPIClient(ctx, "cl1")
+	checkErr(t, "GetAPIClient", err, nil)
+	if diff := cmp.Diff(got, c); diff != "" {
+		t.Errorf("GetAPIClient (-got +want):\n%s", diff)
+	}
+	tok := store.OAuthToken{Hash: "a1", Kind: "access", Family: "f", Subject: "client:cl1", Role: "operator", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	checkErr(t, "SaveOAuthToken", db.SaveOAuthToken(ctx, tok), nil)
+	checkErr(t, "RevokeAPIClient", db.RevokeAPIClient(ctx, "cl1", base.Add(time.Minute)), nil)
+	checkErr(t, "RevokeAPIClient twice", db.RevokeAPIClient(ctx, "cl1", base.Add(time.Minute)), store.ErrConflict)
+	checkErr(t, "RevokeAPIClient unknown", db.RevokeAPIClient(ctx, "nope", base), store.ErrNotFound)
+	_, err = db.OAuthToken(ctx, "a1", "access", base.Add(2*time.Minute))
+	checkErr(t, "token of a revoked client", err, store.ErrTokenInvalid)
+	cs, _ := db.ListAPIClients(ctx)
+	if len(cs) != 1 || cs[0].RevokedAt.IsZero() {
+		t.Errorf("ListAPIClients: %+v", cs)
+	}
+}
+
+func testOAuthTokens(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	mk := func(hash, kind, family string, exp time.Duration) store.OAuthToken {
+		return store.OAuthToken{Hash: hash, Kind: kind, Family: family, Subject: "user:u1", Role: "admin", CreatedAt: base, ExpiresAt: base.Add(exp)}
+	}
+	for _, tk := range []store.OAuthToken{mk("a1", "access", "f1", time.Hour), mk("r1", "refresh", "f1", 48*time.Hour), mk("a2", "access", "f2", time.Hour)} {
+		checkErr(t, "SaveOAuthToken", db.SaveOAuthToken(ctx, tk), nil)
+	}
+	got, err := db.OAuthToken(ctx, "a1", "access", base)
+	checkErr(t, "OAuthToken", err, nil)
+	if got.Subject != "user:u1" || got.Family != "f1" {
+		t.Errorf("OAuthToken: %+v", got)
+	}
+	_, err = db.OAuthToken(ctx, "a1", "refresh", base)
+	checkErr(t, "OAuthToken of the wrong kind", err, store.ErrTokenInvalid)
+	_, err = db.OAuthToken(ctx, "a1", "access", base.Add(time.Hour))
+	checkErr(t, "OAuthToken expired", err, store.ErrTokenInvalid)
+	// Rotation: first use works, second revokes the family.
+	_, err = db.UseRefreshToken(ctx, "r1", base)
+	checkErr(t, "UseRefreshToken", err, nil)
+	checkErr(t, "SaveOAuthToken (next in family)", db.SaveOAuthToken(ctx, mk("r2", "refresh", "f1", 48*time.Hour)), nil)
+	_, err = db.UseRefreshToken(ctx, "r1", base)
+	checkErr(t, "UseRefreshToken reused", err, store.ErrTokenReused)
+	for _, h := range []string{"a1"} {
+		_, err = db.OAuthToken(ctx, h, "access", base)
+		checkErr(t, "access token after reuse", err, store.ErrTokenInvalid)
+	}
+	_, err = db.UseRefreshToken(ctx, "r2", base)
+	checkErr(t, "newer refresh token after reuse", err, store.ErrTokenInvalid)
+	_, err = db.OAuthToken(ctx, "a2", "access", base)
+	checkErr(t, "other family untouched", err, nil)
+	checkErr(t, "RevokeOAuthFamily", db.RevokeOAuthFamily(ctx, "f2", base), nil)
+	_, err = db.OAuthToken(ctx, "a2", "access", base)
+	checkErr(t, "after RevokeOAuthFamily", err, store.ErrTokenInvalid)
+	db.SaveOAuthToken(ctx, mk("a3", "access", "f3", time.Hour))
+	checkErr(t, "RevokeSubjectTokens", db.RevokeSubjectTokens(ctx, "user:u1", base), nil)
+	_, err = db.OAuthToken(ctx, "a3", "access", base)
+	checkErr(t, "after RevokeSubjectTokens", err, store.ErrTokenInvalid)
+	_, err = db.UseRefreshToken(ctx, "nope", base)
+	checkErr(t, "unknown refresh token", err, store.ErrTokenInvalid)
+}
+
+func testAudit(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	for i := range 5 {
+		actor := "user:alice"
+		if i%2 == 1 {
+			actor = "client:ci"
+		}
+		e := store.AuditEntry{ID: fmt.Sprintf("e%d", i), Time: base.Add(time.Duration(i) * time.Minute), Actor: actor, Remote: "192.0.2.1",
+			Method: "POST", Route: "/api/v1/jobs", Resource: fmt.Sprintf("j%d", i), Summary: `{"kind":"heartbeat-now"}`, Status: 201}
+		checkErr(t, "AppendAudit", db.AppendAudit(ctx, e), nil)
+	}
+	ids := func(es []store.AuditEntry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		f    store.AuditFilter
+		want []string
+	}{
+		{"all", store.AuditFilter{}, []string{"e4", "e3", "e2", "e1", "e0"}},
+		{"actor", store.AuditFilter{Actor: "client:ci"}, []string{"e3", "e1"}},
+		{"since", store.AuditFilter{Since: base.Add(3 * time.Minute)}, []string{"e4", "e3"}},
+		{"until", store.AuditFilter{Until: base.Add(time.Minute)}, []string{"e0"}},
+		{"page", store.AuditFilter{Before: "e3", Limit: 2}, []string{"e2", "e1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := db.ListAudit(ctx, tt.f)
+			checkErr(t, "ListAudit", err, nil)
+			if diff := cmp.Diff(ids(got), tt.want); diff != "" {
+				t.Errorf("(-got +want):\n%s", diff)
+			}
+		})
+	}
+	all, _ := db.ListAudit(ctx, store.AuditFilter{Limit: 1})
+	if all[0].Status != 201 || all[0].Summary != `{"kind":"heartbeat-now"}` || !all[0].Time.Equal(base.Add(4*time.Minute)) {
+		t.Errorf("round trip: %+v", all[0])
+	}
 }
