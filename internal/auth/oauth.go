@@ -1,0 +1,240 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// Accounts is where users and API clients are looked up.
+type Accounts interface {
+	UserByName(ctx context.Context, name string) (store.User, error)
+	GetAPIClient(ctx context.Context, id string) (store.APIClient, error)
+}
+
+// OAuth serves the OAuth2 token (RFC 6749) and revocation (RFC 7009)
+// endpoints.
+type OAuth struct {
+	Issuer   *Issuer
+	Accounts Accounts
+	Limiter  *Limiter
+	Log      *slog.Logger
+	Now      func() time.Time
+	// Audit records sign-ins; may be nil.
+	Audit func(ctx context.Context, actor, remote, what string, status int)
+}
+
+// Register adds /oauth/token and /oauth/revoke.
+func (o *OAuth) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /oauth/token", o.token)
+	mux.HandleFunc("POST /oauth/revoke", o.revoke)
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// oauthError answers as RFC 6749 §5.2 says.
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="yagura"`)
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+func remoteHost(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return h
+}
+
+func (o *OAuth) token(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded, at most 16 KiB")
+		return
+	}
+	now := o.Now()
+	var (
+		p       Principal
+		refresh bool
+		family  string
+		err     error
+	)
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "password":
+		p, err = o.password(r, now)
+		refresh = true
+	case "client_credentials":
+		p, err = o.clientCredentials(r, now)
+	case "refresh_token":
+		p, family, err = o.refresh(r, now)
+		refresh = true
+	case "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is missing (password, client_credentials or refresh_token)")
+		return
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use password, client_credentials or refresh_token", gt))
+		return
+	}
+	if err != nil {
+		var ge *grantError
+		if errors.As(err, &ge) {
+			if !ge.retryAfter.IsZero() {
+				w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(ge.retryAfter).Seconds())+1))
+			}
+			oauthError(w, ge.status, ge.code, ge.desc)
+			return
+		}
+		o.Log.Error("token endpoint", "err", err)
+		oauthError(w, http.StatusInternalServerError, "server_error", "the manager could not issue a token; see its log")
+		return
+	}
+	t, err := o.Issuer.Issue(r.Context(), p, refresh, family, now)
+	if err != nil {
+		o.Log.Error("issue token", "err", err)
+		oauthError(w, http.StatusInternalServerError, "server_error", "the manager could not issue a token; see its log")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(tokenResponse{
+		AccessToken: t.Access, TokenType: "Bearer", ExpiresIn: int64(t.ExpiresIn.Seconds()), RefreshToken: t.Refresh, Scope: p.Role,
+	})
+}
+
+type grantError struct {
+	status     int
+	code, desc string
+	retryAfter time.Time
+}
+
+func (e *grantError) Error() string { return e.code + ": " + e.desc }
+
+func badGrant(desc string) error {
+	return &grantError{status: http.StatusBadRequest, code: "invalid_grant", desc: desc}
+}
+
+func (o *OAuth) password(r *http.Request, now time.Time) (Principal, error) {
+	name, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
+	if name == "" || pass == "" {
+		return Principal{}, &grantError{status: http.StatusBadRequest, code: "invalid_request", desc: "username and password are required"}
+	}
+	keys := []string{"user:" + strings.ToLower(name), "addr:" + remoteHost(r)}
+	if until := o.Limiter.Locked(now, keys...); !until.IsZero() {
+		return Principal{}, &grantError{status: http.StatusBadRequest, code: "invalid_grant", retryAfter: until,
+			desc: fmt.Sprintf("too many failed sign-ins for this user or from this address; try again after %s", until.UTC().Format(time.RFC3339))}
+	}
+	u, err := o.Accounts.UserByName(r.Context(), name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Principal{}, err
+	}
+	// Hash even for unknown users, so timing does not tell which exist.
+	ok := CheckPassword(u.PasswordHash, pass)
+	if err != nil {
+		CheckPassword(dummyHash, pass)
+	}
+	if err != nil || !ok || !u.DisabledAt.IsZero() {
+		o.Limiter.Fail(now, keys...)
+		o.audit(r, "user:"+name, "sign-in refused", http.StatusBadRequest)
+		return Principal{}, badGrant("wrong username or password, or the user is disabled")
+	}
+	o.Limiter.Succeed(keys[0])
+	o.audit(r, "user:"+u.Username, "signed in", http.StatusOK)
+	return Principal{Subject: "user:" + u.Username, Role: u.Role}, nil
+}
+
+// dummyHash is checked against when the user does not exist.
+var dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aW52YWxpZGludmFsaWRpbnZhbGlkaW52YWxpZGlu"
+
+func (o *OAuth) clientCredentials(r *http.Request, now time.Time) (Principal, error) {
+	id, sec, ok := r.BasicAuth()
+	if !ok {
+		id, sec = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	bad := &grantError{status: http.StatusUnauthorized, code: "invalid_client", desc: "unknown client, wrong secret, or the client is revoked or expired"}
+	if id == "" || sec == "" {
+		return Principal{}, &grantError{status: http.StatusUnauthorized, code: "invalid_client", desc: "client_id and client_secret are required (HTTP Basic or form)"}
+	}
+	keys := []string{"client:" + id, "addr:" + remoteHost(r)}
+	if until := o.Limiter.Locked(now, keys...); !until.IsZero() {
+		bad.retryAfter = until
+		bad.desc = "too many failed attempts for this client or from this address; try again later"
+		return Principal{}, bad
+	}
+	c, err := o.Accounts.GetAPIClient(r.Context(), id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Principal{}, err
+	}
+	if err != nil || !secret.Equal(sec, c.SecretHash) || !c.RevokedAt.IsZero() || (!c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt)) {
+		o.Limiter.Fail(now, keys...)
+		return Principal{}, bad
+	}
+	o.Limiter.Succeed(keys[0])
+	return Principal{Subject: "client:" + c.ID, Role: c.Role}, nil
+}
+
+func (o *OAuth) refresh(r *http.Request, now time.Time) (Principal, string, error) {
+	tok := r.PostForm.Get("refresh_token")
+	if tok == "" {
+		return Principal{}, "", &grantError{status: http.StatusBadRequest, code: "invalid_request", desc: "refresh_token is missing"}
+	}
+	p, family, err := o.Issuer.Rotate(r.Context(), tok, now)
+	switch {
+	case errors.Is(err, store.ErrTokenReused):
+		o.Log.Warn("a used refresh token was presented again; its grant is revoked", "remote", r.RemoteAddr, "subject", p.Subject)
+		return Principal{}, "", badGrant("this refresh token was already used; every token of its sign-in is now revoked (sign in again)")
+	case errors.Is(err, store.ErrTokenInvalid):
+		return Principal{}, "", badGrant("refresh token unknown, expired or revoked; sign in again")
+	case err != nil:
+		return Principal{}, "", err
+	}
+	// The user may have been disabled (or their role changed) since.
+	if name, ok := strings.CutPrefix(p.Subject, "user:"); ok {
+		u, err := o.Accounts.UserByName(r.Context(), name)
+		if err != nil || !u.DisabledAt.IsZero() {
+			return Principal{}, "", badGrant("the user no longer exists or is disabled")
+		}
+		p.Role = u.Role
+	}
+	return p, family, nil
+}
+
+func (o *OAuth) revoke(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "token is missing")
+		return
+	}
+	if err := o.Issuer.Revoke(r.Context(), r.PostForm.Get("token"), o.Now()); err != nil {
+		o.Log.Error("revoke token", "err", err)
+		oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try again")
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (o *OAuth) audit(r *http.Request, actor, what string, status int) {
+	if o.Audit != nil {
+		o.Audit(r.Context(), actor, remoteHost(r), what, status)
+	}
+}
