@@ -15,6 +15,7 @@ import (
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/store"
 )
@@ -47,7 +48,11 @@ func (m *manager) key(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.Token
+	tok, err := ctl.Login(t.Context(), ctl.Target{URL: m.url, CAFingerprint: m.fp, User: f.User, Password: f.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 var listenRe = regexp.MustCompile(`msg="listening for the manager" component=agent addr=(\S+)`)

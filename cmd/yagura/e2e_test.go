@@ -459,7 +459,7 @@ func TestDevFirstLook(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{f.URL, f.CAFingerprint, f.Token} {
+		for _, want := range []string{f.URL, f.CAFingerprint, f.Password} {
 			if !strings.Contains(p.out.String(), want) {
 				t.Errorf("banner lacks %q", want)
 			}
@@ -484,7 +484,7 @@ func TestDevFirstLook(t *testing.T) {
 	// and the agent follows the manager to its new port.
 	restarted := time.Now()
 	p2, f2 := run()
-	if f2.CAFingerprint != f.CAFingerprint || f2.Token != f.Token {
+	if f2.CAFingerprint != f.CAFingerprint || f2.Password != f.Password || f.Password == "" {
 		t.Error("second run changed the CA or the admin credential")
 	}
 	m.url = f2.URL

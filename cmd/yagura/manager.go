@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -49,7 +50,7 @@ func addServerFlags(cmd *cobra.Command, def server.Config) {
 	f.String("log-level", def.Log.Level, "log level: debug, info, warn or error")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 	f.Bool("check", false, "check the configuration and exit")
-	f.Bool("reset-admin-key", false, "create a new admin API key and credentials file")
+	f.Bool("reset-admin-password", false, "give the user admin a new password and write a new credentials file")
 }
 
 func serverSetup(cmd *cobra.Command, def server.Config) (server.Config, *slog.Logger, bool, error) {
@@ -84,8 +85,8 @@ variables (YAGURA_HTTP_LISTEN, YAGURA_STORE_DSN, …), then flags.`,
 			if err != nil || dumped {
 				return err
 			}
-			reset, _ := cmd.Flags().GetBool("reset-admin-key")
-			srv, err := server.New(cfg, server.Options{Version: version, ResetAdminKey: reset}, log)
+			reset, _ := cmd.Flags().GetBool("reset-admin-password")
+			srv, err := server.New(cfg, server.Options{Version: version, ResetAdminPassword: reset, AdminPassword: os.Getenv("YAGURA_ADMIN_PASSWORD")}, log)
 			if err != nil {
 				return err
 			}
@@ -120,7 +121,7 @@ run reuses the data folder.`,
 			if err != nil || dumped {
 				return err
 			}
-			reset, _ := cmd.Flags().GetBool("reset-admin-key")
+			reset, _ := cmd.Flags().GetBool("reset-admin-password")
 			return runDev(cmd.Context(), cfg, reset, log, cmd.OutOrStdout())
 		},
 	}
@@ -129,7 +130,7 @@ run reuses the data folder.`,
 }
 
 func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger, out io.Writer) error {
-	srv, err := server.New(cfg, server.Options{Version: version, CredentialsFile: "dev-credentials.json", ResetAdminKey: reset}, log)
+	srv, err := server.New(cfg, server.Options{Version: version, CredentialsFile: "dev-credentials.json", ResetAdminPassword: reset}, log)
 	if err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
 	info := srv.Info()
 	creds, err := credentials.Load(info.CredentialsPath)
 	if err != nil {
-		return fail(fmt.Errorf("dev credentials: %w (start once with --reset-admin-key, or delete %s)", err, cfg.DataDir))
+		return fail(fmt.Errorf("dev credentials: %w (start once with --reset-admin-password, or delete %s)", err, cfg.DataDir))
 	}
 	agentDir := filepath.Join(cfg.DataDir, "agent")
 	id, err := agent.LoadIdentity(agentDir)
@@ -179,21 +180,21 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
 
   API / console      %s
   CA fingerprint     %s
-  Administrator      user admin, API key %s
+  Administrator      user admin, password %s
   Credentials file   %s (mode 0600)
   Local agent        %s
 
   Try:  ./bin/yagura ctl computers list
   Stop: Ctrl-C
 
-`, creds.URL, info.CAFingerprint, creds.Token, info.CredentialsPath, a.ID())
+`, creds.URL, info.CAFingerprint, creds.Password, info.CredentialsPath, a.ID())
 	return g.Wait()
 }
 
 // enrolLocalAgent creates a single-use token through the API (the same door
 // an administrator uses) and enrols the local agent with it.
 func enrolLocalAgent(ctx context.Context, creds *credentials.File, dir string) error {
-	c, err := ctl.NewClient(ctl.Target{URL: creds.URL, Token: creds.Token, CAFingerprint: creds.CAFingerprint, From: "dev"})
+	c, err := ctl.NewClient(ctl.Target{URL: creds.URL, User: creds.User, Password: creds.Password, Token: creds.Token, CAFingerprint: creds.CAFingerprint, From: "dev"})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/await"
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
@@ -301,6 +303,7 @@ func TestRenewal(t *testing.T) {
 type manager struct {
 	*server.Info
 	client *http.Client
+	token  string // the administrator's
 }
 
 func startManager(t *testing.T, cfg server.Config) *manager {
@@ -324,6 +327,13 @@ func startManager(t *testing.T, cfg server.Config) *manager {
 		t.Fatal(err)
 	}
 	m := &manager{Info: srv.Info(), client: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}}
+	f, err := credentials.Load(m.CredentialsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.token, err = ctl.Login(t.Context(), ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: f.User, Password: f.Password}); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		m.client.CloseIdleConnections()
@@ -354,7 +364,7 @@ func (m *manager) call(t *testing.T, method, path string, in any, want int, out 
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+m.AdminKey)
+	req.Header.Set("Authorization", "Bearer "+m.token)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

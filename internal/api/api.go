@@ -3,9 +3,9 @@
 // 3.1 document generated from the code (huma).
 //
 // Every operation declares the permission it needs; registering one without
-// a permission panics, so an unguarded route cannot ship. Until issue #4
-// brings OAuth2 and roles, the only principal is the bootstrap
-// administrator, who authenticates with the admin API key as a bearer token.
+// a permission panics, so an unguarded route cannot ship. Callers present an
+// OAuth2 bearer token (POST /oauth/token); its role (admin, operator,
+// auditor) must hold the operation's permission.
 package api
 
 import (
@@ -21,9 +21,9 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
+	"github.com/yagura/yagura/internal/auth"
 	"github.com/yagura/yagura/internal/fleet"
 	"github.com/yagura/yagura/internal/jobs"
-	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
 )
@@ -65,9 +65,9 @@ type Jobs interface {
 	OpenFile(ctx context.Context, id string) (store.File, *os.File, error)
 }
 
-// Authenticator maps a bearer credential to a principal name.
+// Authenticator maps a bearer credential to a principal.
 type Authenticator interface {
-	Authenticate(ctx context.Context, bearer string) (principal string, ok bool)
+	Authenticate(ctx context.Context, bearer string) (auth.Principal, bool)
 }
 
 // Deps are the API's collaborators.
@@ -110,9 +110,16 @@ const permKey = "permission"
 
 type principalKey struct{}
 
-// Principal returns who made the request.
+// Principal returns who made the request, as people read it: the user
+// name for users ("alice"), "client:ID" for API clients.
 func Principal(ctx context.Context) string {
-	p, _ := ctx.Value(principalKey{}).(string)
+	p, _ := ctx.Value(principalKey{}).(auth.Principal)
+	return strings.TrimPrefix(p.Subject, "user:")
+}
+
+// Who returns the full principal of the request.
+func Who(ctx context.Context) auth.Principal {
+	p, _ := ctx.Value(principalKey{}).(auth.Principal)
 	return p
 }
 
@@ -131,7 +138,7 @@ func New(mux *http.ServeMux, d Deps) *API {
 	// No $schema links in bodies: scripts want plain objects.
 	cfg.CreateHooks = nil
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
-		"bearer": {Type: "http", Scheme: "bearer", Description: "The administrator API key (dev-credentials.json or admin-credentials.json in the data folder)."},
+		"bearer": {Type: "http", Scheme: "bearer", Description: "An OAuth2 access token from POST /oauth/token (password or client_credentials grant)."},
 	}
 	a := &API{d: d, api: humago.New(mux, cfg)}
 	a.api.UseMiddleware(a.authorize)
@@ -173,13 +180,18 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)
 		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized,
-			"missing bearer credential: send `Authorization: Bearer <admin API key>` (see admin-credentials.json in the data folder)")
+			"missing bearer token: sign in with `yagura ctl login`, or get one from POST /oauth/token")
 		return
 	}
 	principal, ok := a.d.Auth.Authenticate(ctx.Context(), bearer)
 	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura", error="invalid_token"`)
-		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized, "invalid bearer credential")
+		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized, "invalid, expired or revoked bearer token; sign in again")
+		return
+	}
+	if !auth.Allowed(principal.Role, perm) {
+		_ = huma.WriteErr(a.api, ctx, http.StatusForbidden,
+			fmt.Sprintf("role %s may not do this (needs %s)", principal.Role, perm))
 		return
 	}
 	next(huma.WithValue(ctx, principalKey{}, principal))
@@ -215,25 +227,4 @@ func conflictText(err error) string {
 		return s[:i]
 	}
 	return s
-}
-
-// KeyAuth authenticates the bootstrap administrator by the hash of the admin
-// API key kept in the store's settings.
-type KeyAuth struct {
-	Load func(ctx context.Context) (map[string]string, error)
-}
-
-// SettingAdminKey holds the SHA-256 of the admin API key.
-const SettingAdminKey = "auth.admin_key_sha256"
-
-// Authenticate implements Authenticator.
-func (k KeyAuth) Authenticate(ctx context.Context, bearer string) (string, bool) {
-	m, err := k.Load(ctx)
-	if err != nil || m[SettingAdminKey] == "" {
-		return "", false
-	}
-	if secret.Equal(bearer, m[SettingAdminKey]) {
-		return "admin", true
-	}
-	return "", false
 }

@@ -17,7 +17,10 @@ type File struct {
 	URL           string `json:"url"`
 	CAFingerprint string `json:"ca_fingerprint"`
 	User          string `json:"user,omitempty"`
-	Token         string `json:"token"`
+	// Password signs User in (OAuth2 password grant); Token is a bearer
+	// token used as is. One of them is needed.
+	Password string `json:"password,omitempty"`
+	Token    string `json:"token,omitempty"`
 	Note          string `json:"note,omitempty"`
 }
 
@@ -38,16 +41,16 @@ func Load(path string) (*File, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("credentials file %s: %w", path, err)
 	}
-	if f.URL == "" || f.Token == "" {
-		return nil, fmt.Errorf("credentials file %s: url and token are required", path)
+	if f.URL == "" || (f.Token == "" && (f.User == "" || f.Password == "")) {
+		return nil, fmt.Errorf("credentials file %s: url and either token or user and password are required", path)
 	}
 	return &f, nil
 }
 
 // Save writes a credentials file with mode 0600, replacing any old one.
 func Save(path string, f *File) error {
-	if f.URL == "" || f.Token == "" {
-		return errors.New("credentials: url and token are required")
+	if f.URL == "" || (f.Token == "" && (f.User == "" || f.Password == "")) {
+		return errors.New("credentials: url and either token or user and password are required")
 	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {

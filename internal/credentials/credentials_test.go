@@ -112,8 +112,8 @@ func TestSaveRefusesIncomplete(t *testing.T) {
 			tt.edit(f)
 			path := filepath.Join(t.TempDir(), "credentials.json")
 			err := Save(path, f)
-			if err == nil || !strings.Contains(err.Error(), "url and token are required") {
-				t.Errorf("Save error = %v; want one containing %q", err, "url and token are required")
+			if err == nil || !strings.Contains(err.Error(), "url and either token or user and password are required") {
+				t.Errorf("Save error = %v; want one containing %q", err, "url and either token or user and password are required")
 			}
 			if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("Save wrote a file despite the error: %v", err)
@@ -164,13 +164,13 @@ func TestLoad(t *testing.T) {
 			name:    "no url",
 			content: `{"token":"t"}`,
 			mode:    0o600,
-			wantErr: "url and token are required",
+			wantErr: "url and either token or user and password are required",
 		},
 		{
 			name:    "no token",
 			content: `{"url":"https://m:8443","ca_fingerprint":"abcd"}`,
 			mode:    0o600,
-			wantErr: "url and token are required",
+			wantErr: "url and either token or user and password are required",
 		},
 		{
 			name:    "not JSON",

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/yagura/yagura/internal/credentials"
@@ -20,15 +21,21 @@ import (
 
 // Client calls the manager's REST API.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	base *url.URL
+	http *http.Client
+
+	mu       sync.Mutex
+	token    string
+	user     string
+	password string
 }
 
 // Target is where ctl connects and how it authenticates.
 type Target struct {
 	URL           string
 	Token         string
+	User          string // with Password: signed in on first use
+	Password      string
 	CAFingerprint string
 	// From says where the target came from, for error messages.
 	From string
@@ -63,6 +70,12 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 			t.CAFingerprint = fp
 		}
 	}
+	fillFile := func(f *credentials.File, from string) {
+		fill(f.URL, f.Token, f.CAFingerprint, from)
+		if t.Token == "" && t.User == "" {
+			t.User, t.Password = f.User, f.Password
+		}
+	}
 	fill(getenv("YAGURA_SERVER"), getenv("YAGURA_TOKEN"), getenv("YAGURA_CA_FINGERPRINT"), "environment")
 	if credFile == "" {
 		credFile = getenv("YAGURA_CREDENTIALS")
@@ -72,7 +85,7 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 		if err != nil {
 			return t, fmt.Errorf("credentials: %w", err)
 		}
-		fill(f.URL, f.Token, f.CAFingerprint, credFile)
+		fillFile(f, credFile)
 	} else if t.URL == "" || t.Token == "" || t.CAFingerprint == "" {
 		for _, p := range defaultCredentialPaths() {
 			f, err := credentials.Load(p)
@@ -92,7 +105,7 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 			if t.URL != "" && t.URL != f.URL {
 				break
 			}
-			fill(f.URL, f.Token, f.CAFingerprint, p)
+			fillFile(f, p)
 			break
 		}
 	}
@@ -103,8 +116,8 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 	if t.URL == "" {
 		missing = append(missing, "the manager URL (--server or YAGURA_SERVER)")
 	}
-	if t.Token == "" {
-		missing = append(missing, "a credential (--token or YAGURA_TOKEN)")
+	if t.Token == "" && (t.User == "" || t.Password == "") {
+		missing = append(missing, "a credential (`yagura ctl login`, --token or YAGURA_TOKEN)")
 	}
 	if t.CAFingerprint == "" {
 		missing = append(missing, "the manager CA fingerprint (--ca-fingerprint or YAGURA_CA_FINGERPRINT)")
@@ -125,10 +138,59 @@ func NewClient(t Target) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: u, token: t.Token, http: &http.Client{
+	return &Client{base: u, token: t.Token, user: t.User, password: t.Password, http: &http.Client{
 		Timeout:   60 * time.Second,
 		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tc, ForceAttemptHTTP2: true},
 	}}, nil
+}
+
+// TokenResponse is the OAuth2 token endpoint's answer.
+type TokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope"`
+	Error        string `json:"error"`
+	Description  string `json:"error_description"`
+}
+
+// Grant calls the OAuth2 token endpoint with a form (password or
+// refresh_token grant).
+func (c *Client) Grant(ctx context.Context, form url.Values) (*TokenResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath("/oauth/token").String(), strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	var tr TokenResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&tr); err != nil {
+		return nil, fmt.Errorf("token endpoint answered %s", resp.Status)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("sign-in refused: %s (%s)", tr.Description, tr.Error)
+	}
+	return &tr, nil
+}
+
+// bearer returns the token to send, signing in with the password first if
+// that is what the client has.
+func (c *Client) bearer(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token != "" || c.user == "" {
+		return c.token, nil
+	}
+	tr, err := c.Grant(ctx, url.Values{"grant_type": {"password"}, "username": {c.user}, "password": {c.password}, "client_id": {"yagura-ctl"}})
+	if err != nil {
+		return "", err
+	}
+	c.token = tr.AccessToken
+	return c.token, nil
 }
 
 // APIError is an RFC 9457 problem returned by the API.
@@ -181,7 +243,11 @@ func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	tok, err := c.bearer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
 	// Downloads may take longer than API calls.
 	hc := *c.http
 	hc.Timeout = 0
@@ -218,7 +284,11 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	tok, err := c.bearer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -246,4 +316,14 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 		return nil, e
 	}
 	return b, nil
+}
+
+// Login signs in with a target's user and password and returns the access
+// token (for programs and tests that drive the API directly).
+func Login(ctx context.Context, t Target) (string, error) {
+	c, err := NewClient(t)
+	if err != nil {
+		return "", err
+	}
+	return c.bearer(ctx)
 }

@@ -52,7 +52,7 @@ func TestResolveTarget(t *testing.T) {
 	}
 	type flags struct{ url, token, fp string }
 	nothing := "no manager to talk to: missing the manager URL (--server or YAGURA_SERVER), " +
-		"a credential (--token or YAGURA_TOKEN), " +
+		"a credential (`yagura ctl login`, --token or YAGURA_TOKEN), " +
 		"the manager CA fingerprint (--ca-fingerprint or YAGURA_CA_FINGERPRINT); " +
 		"or point --credentials at the admin-credentials.json (dev-credentials.json for `yagura dev`) in the manager's data folder"
 	tests := []struct {
@@ -237,7 +237,7 @@ func TestResolveTarget(t *testing.T) {
 		{
 			name:    "token and fingerprint missing",
 			flags:   flags{url: "https://flag:8443"},
-			wantErr: []string{"missing a credential (--token or YAGURA_TOKEN), the manager CA fingerprint (--ca-fingerprint or YAGURA_CA_FINGERPRINT);"},
+			wantErr: []string{"missing a credential (`yagura ctl login`, --token or YAGURA_TOKEN), the manager CA fingerprint (--ca-fingerprint or YAGURA_CA_FINGERPRINT);"},
 			wantNot: []string{"manager URL"},
 		},
 	}

@@ -24,6 +24,13 @@ type Config struct {
 	Gateway gateway.Config `koanf:"gateway"`
 	Fleet   fleet.Config   `koanf:"fleet"`
 	Jobs    jobs.Config    `koanf:"jobs"`
+	Auth    AuthConfig     `koanf:"auth"`
+}
+
+// AuthConfig sets token lifetimes.
+type AuthConfig struct {
+	AccessTokenTTL  time.Duration `koanf:"access_token_ttl"`
+	RefreshTokenTTL time.Duration `koanf:"refresh_token_ttl"`
 }
 
 // HTTPConfig configures the HTTPS listener shared by the API, the console
@@ -77,6 +84,7 @@ func DefaultConfig() Config {
 		Gateway: gateway.DefaultConfig(),
 		Fleet:   fleet.DefaultConfig(),
 		Jobs:    jobs.DefaultConfig(),
+		Auth:    AuthConfig{AccessTokenTTL: 24 * time.Hour, RefreshTokenTTL: 48 * time.Hour},
 	}
 }
 
@@ -115,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Jobs.DefaultExpiry < time.Minute || c.Jobs.MaxUploadBytes < 1<<20 {
 		errs = append(errs, errors.New("jobs: default_expiry at least 1m, max_upload_bytes at least 1 MiB"))
+	}
+	if c.Auth.AccessTokenTTL < time.Minute || c.Auth.RefreshTokenTTL < c.Auth.AccessTokenTTL {
+		errs = append(errs, errors.New("auth: access_token_ttl at least 1m, refresh_token_ttl at least as long"))
 	}
 	if c.HTTP.IdleTimeout < time.Second {
 		errs = append(errs, errors.New("http.idle_timeout: at least 1s"))

@@ -22,16 +22,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/auth"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/fleet"
 	"github.com/yagura/yagura/internal/gateway"
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/reach"
-	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
 	"github.com/yagura/yagura/internal/store/postgres"
@@ -44,9 +45,12 @@ type Options struct {
 	// CredentialsFile is where the bootstrap administrator's credentials
 	// are written, relative to the data folder.
 	CredentialsFile string
-	// ResetAdminKey replaces the admin API key (when the credentials file
-	// was lost).
-	ResetAdminKey bool
+	// ResetAdminPassword gives the user "admin" a new password and writes
+	// a new credentials file (when it was lost), revoking admin's tokens.
+	ResetAdminPassword bool
+	// AdminPassword is the bootstrap administrator's password; empty: a
+	// random one.
+	AdminPassword string
 }
 
 // Server is the manager.
@@ -66,8 +70,8 @@ type Info struct {
 	Addr            string
 	CAFingerprint   string
 	CredentialsPath string
-	// AdminKey is set only when this run created or reset the key.
-	AdminKey string
+	// AdminPassword is set only when this run created or reset it.
+	AdminPassword string
 	Store    *store.DB
 }
 
@@ -146,11 +150,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
-	auth := api.KeyAuth{Load: db.Settings}
+	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL}
+	authn := principals{issuer}
 	mux := http.NewServeMux()
+	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now}).Register(mux)
 	gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg).Register(mux)
 	api.New(mux, api.Deps{
-		Store: db, Fleet: fl, Jobs: js, Auth: auth, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
+		Store: db, Fleet: fl, Jobs: js, Auth: authn, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if !s.cfg.HTTP.MetricsAnonymous {
-		metrics = requireBearer(auth, metrics)
+		metrics = requireBearer(authn, "metrics:read", metrics)
 	}
 	mux.Handle("GET /metrics", metrics)
 
@@ -353,49 +359,73 @@ func (s *Server) publicURL(addr net.Addr) string {
 	return (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, port)}).String()
 }
 
-// bootstrapAdmin makes sure an administrator can log in: on first start
-// (or with --reset-admin-key) it creates the admin API key and writes it,
+// bootstrapAdmin makes sure an administrator can sign in: when the manager
+// has no user yet (or with --reset-admin-password) it creates the user
+// "admin" with a random password, or YAGURA_ADMIN_PASSWORD, and writes it,
 // with the URL and CA fingerprint, to the credentials file (mode 0600).
 func (s *Server) bootstrapAdmin(ctx context.Context, db *store.DB, info *Info) error {
 	path := filepath.Join(s.cfg.DataDir, s.opts.CredentialsFile)
 	info.CredentialsPath = path
-	stored, err := db.Settings(ctx)
+	users, err := db.ListUsers(ctx)
 	if err != nil {
-		return fmt.Errorf("load settings: %w", err)
+		return fmt.Errorf("list users: %w", err)
 	}
-	if stored[api.SettingAdminKey] != "" && !s.opts.ResetAdminKey {
+	if len(users) > 0 && !s.opts.ResetAdminPassword {
 		if f, err := credentials.Load(path); err == nil {
 			// Keep the file current if the address changed.
 			if f.URL != info.URL || f.CAFingerprint != info.CAFingerprint {
 				f.URL, f.CAFingerprint = info.URL, info.CAFingerprint
 				return credentials.Save(path, f)
 			}
-			return nil
 		}
-		s.log.Warn("the admin API key exists but its credentials file is missing or unreadable; start once with --reset-admin-key to make a new one",
-			"path", path)
 		return nil
 	}
-	plain, hash, err := secret.New("yak")
-	if err != nil {
-		return err
+	password := s.opts.AdminPassword
+	if password == "" {
+		if password, err = auth.NewPassword(); err != nil {
+			return err
+		}
 	}
-	if err := db.PutSettings(ctx, map[string]string{api.SettingAdminKey: hash}); err != nil {
-		return fmt.Errorf("store admin API key: %w", err)
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return fmt.Errorf("admin password: %w", err)
+	}
+	u, err := db.UserByName(ctx, "admin")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		id, _ := uuid.NewV7()
+		err = db.CreateUser(ctx, store.User{ID: id.String(), Username: "admin", PasswordHash: hash, Role: auth.RoleAdmin, CreatedAt: time.Now()})
+	case err == nil:
+		u.PasswordHash, u.Role, u.DisabledAt = hash, auth.RoleAdmin, time.Time{}
+		if err = db.UpdateUser(ctx, u); err == nil {
+			err = db.RevokeSubjectTokens(ctx, "user:admin", time.Now())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bootstrap the admin user: %w", err)
 	}
 	if err := credentials.Save(path, &credentials.File{
-		URL: info.URL, CAFingerprint: info.CAFingerprint, User: "admin", Token: plain,
-		Note: "Bootstrap administrator of this Yagura manager. Keep this file secret.",
+		URL: info.URL, CAFingerprint: info.CAFingerprint, User: "admin", Password: password,
+		Note: "Bootstrap administrator of this Yagura manager. Keep this file secret; change the password with `yagura ctl users set-password admin`.",
 	}); err != nil {
 		return err
 	}
-	info.AdminKey = plain
-	s.log.Info("admin API key created; credentials written", "path", path)
+	info.AdminPassword = password
+	s.log.Info("administrator \"admin\" created; credentials written", "path", path)
 	return nil
 }
 
-// requireBearer protects a plain handler with the API's authentication.
-func requireBearer(auth api.Authenticator, h http.Handler) http.Handler {
+// principals adapts the token issuer to the API.
+type principals struct{ issuer *auth.Issuer }
+
+func (p principals) Authenticate(ctx context.Context, bearer string) (auth.Principal, bool) {
+	pr, err := p.issuer.Authenticate(ctx, bearer, time.Now())
+	return pr, err == nil
+}
+
+// requireBearer protects a plain handler with the API's authentication and
+// a permission.
+func requireBearer(authn api.Authenticator, perm string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		bearer, ok := api.BearerToken(r.Header.Get("Authorization"))
 		if !ok {
@@ -403,8 +433,13 @@ func requireBearer(auth api.Authenticator, h http.Handler) http.Handler {
 			http.Error(w, "authentication required (or set http.metrics_anonymous: true)", http.StatusUnauthorized)
 			return
 		}
-		if _, ok := auth.Authenticate(r.Context(), bearer); !ok {
-			http.Error(w, "invalid bearer credential", http.StatusUnauthorized)
+		p, ok := authn.Authenticate(r.Context(), bearer)
+		if !ok {
+			http.Error(w, "invalid bearer token", http.StatusUnauthorized)
+			return
+		}
+		if !auth.Allowed(p.Role, perm) {
+			http.Error(w, "role "+p.Role+" may not read metrics", http.StatusForbidden)
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -26,6 +26,7 @@ import (
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
@@ -38,6 +39,9 @@ type manager struct {
 	*server.Info
 	cfg    server.Config
 	client *http.Client
+	// token is the administrator's access token (password grant with the
+	// credentials file).
+	token string
 	// stop cancels Run and checks that it returns nil within a few seconds.
 	// It is idempotent and also runs at cleanup.
 	stop func()
@@ -78,6 +82,7 @@ func startManager(t *testing.T, cfg server.Config, opts server.Options) *manager
 	}
 	info := srv.Info()
 	m := &manager{Info: info, cfg: cfg, client: pinnedClient(t, info.CAFingerprint)}
+	m.token = adminToken(t, info)
 	var once sync.Once
 	m.stop = func() {
 		once.Do(func() {
@@ -96,6 +101,20 @@ func startManager(t *testing.T, cfg server.Config, opts server.Options) *manager
 	}
 	t.Cleanup(m.stop)
 	return m
+}
+
+// adminToken signs in as admin with the credentials file the manager wrote.
+func adminToken(t *testing.T, info *server.Info) string {
+	t.Helper()
+	f, err := credentials.Load(info.CredentialsPath)
+	if err != nil {
+		t.Fatalf("credentials file: %v", err)
+	}
+	tok, err := ctl.Login(t.Context(), ctl.Target{URL: info.URL, CAFingerprint: info.CAFingerprint, User: f.User, Password: f.Password, From: "test"})
+	if err != nil {
+		t.Fatalf("sign in as admin: %v", err)
+	}
+	return tok
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -162,7 +181,7 @@ func (m *manager) request(t *testing.T, method, path, bearer string, body any) r
 // decoded into out when out is not nil.
 func (m *manager) call(t *testing.T, method, path string, body any, want int, out any) response {
 	t.Helper()
-	r := m.request(t, method, path, m.AdminKey, body)
+	r := m.request(t, method, path, m.token, body)
 	if r.status != want {
 		t.Fatalf("%s %s: got %s, want status %d", method, path, r, want)
 	}
@@ -342,7 +361,7 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 				if !slices.ContainsFunc(op.Security, func(s map[string][]string) bool { _, ok := s["bearer"]; return ok }) {
 					t.Errorf("%s %s: the document does not declare bearer security", method, path)
 				}
-				for _, bearer := range []string{"", "yak_wrong", m.AdminKey + "x"} {
+				for _, bearer := range []string{"", "yak_wrong", m.token + "x"} {
 					r := m.request(t, method, url, bearer, body)
 					if r.status != http.StatusUnauthorized {
 						t.Errorf("%s %s with bearer %q: got %s, want 401", method, url, bearer, r)
@@ -353,7 +372,7 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 						t.Errorf("%s %s: 401 without WWW-Authenticate", method, url)
 					}
 				}
-				r := m.request(t, method, url, m.AdminKey, body)
+				r := m.request(t, method, url, m.token, body)
 				if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500 {
 					t.Errorf("%s %s as admin: got %s", method, url, r)
 				}
@@ -365,7 +384,7 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 	}
 
 	// Other schemes and a bare "Bearer" are not credentials.
-	for _, auth := range []string{"Basic " + m.AdminKey, "Bearer", "Bearer ", "bearer"} {
+	for _, auth := range []string{"Basic " + m.token, "Bearer", "Bearer ", "bearer"} {
 		req, _ := http.NewRequest(http.MethodGet, m.URL+"/api/v1/computers", nil)
 		req.Header.Set("Authorization", auth)
 		resp, err := m.client.Do(req)
@@ -387,7 +406,7 @@ func TestMetricsAndProbes(t *testing.T) {
 			t.Errorf("/metrics with bearer %q: got %s, want 401", bearer, r)
 		}
 	}
-	r := m.request(t, http.MethodGet, "/metrics", m.AdminKey, nil)
+	r := m.request(t, http.MethodGet, "/metrics", m.token, nil)
 	if r.status != http.StatusOK || !bytes.Contains(r.body, []byte("yagura_computers{")) {
 		t.Errorf("/metrics as admin: got %s", r)
 	}
@@ -704,8 +723,8 @@ func TestRestart(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	m := startManager(t, cfg, server.Options{})
-	if m.AdminKey == "" {
-		t.Fatal("first start created no admin key")
+	if m.AdminPassword == "" {
+		t.Fatal("first start created no administrator")
 	}
 	tok := m.createToken(t, api.TokenCreate{})
 	_, id := m.enroll(t, tok.Token)
@@ -719,17 +738,20 @@ func TestRestart(t *testing.T) {
 	if m2.CAFingerprint != fingerprint {
 		t.Errorf("CA changed across restart: %s, was %s", m2.CAFingerprint, fingerprint)
 	}
-	if m2.AdminKey != "" {
-		t.Errorf("restart created a new admin key")
+	if m2.AdminPassword != "" {
+		t.Errorf("restart reset the administrator's password")
 	}
 	f, err := credentials.Load(m2.CredentialsPath)
 	if err != nil {
 		t.Fatalf("credentials file: %v", err)
 	}
-	if f.URL != m2.URL || f.CAFingerprint != fingerprint || f.Token != m.AdminKey {
-		t.Errorf("credentials file: url %s fp %s, want %s %s and the first key", f.URL, f.CAFingerprint, m2.URL, fingerprint)
+	if f.URL != m2.URL || f.CAFingerprint != fingerprint || f.Password != m.AdminPassword {
+		t.Errorf("credentials file: url %s fp %s, want %s %s and the first password", f.URL, f.CAFingerprint, m2.URL, fingerprint)
 	}
-	m2.AdminKey = f.Token
+	// Tokens issued before the restart still work: they are in the store.
+	if r := m2.request(t, http.MethodGet, "/api/v1/computers", m.token, nil); r.status != http.StatusOK {
+		t.Errorf("token from before the restart: %s", r)
+	}
 	var list struct{ Items []api.Computer }
 	m2.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, &list)
 	if len(list.Items) != 1 || list.Items[0].ID != id.AgentID || list.Items[0].LastSeen == nil {
@@ -741,17 +763,17 @@ func TestRestart(t *testing.T) {
 	}
 	m2.stop()
 
-	// --reset-admin-key replaces the key and the file; the old key stops
-	// working.
-	m3 := startManager(t, cfg, server.Options{ResetAdminKey: true})
-	if m3.AdminKey == "" || m3.AdminKey == f.Token {
-		t.Fatalf("reset gave key %q", m3.AdminKey)
+	// --reset-admin-password replaces the password and the file; admin's
+	// old tokens stop working.
+	m3 := startManager(t, cfg, server.Options{ResetAdminPassword: true})
+	if m3.AdminPassword == "" || m3.AdminPassword == f.Password {
+		t.Fatalf("reset gave password %q", m3.AdminPassword)
 	}
-	if r := m3.request(t, http.MethodGet, "/api/v1/computers", f.Token, nil); r.status != http.StatusUnauthorized {
-		t.Errorf("old key after reset: got %s, want 401", r)
+	if r := m3.request(t, http.MethodGet, "/api/v1/computers", m.token, nil); r.status != http.StatusUnauthorized {
+		t.Errorf("old token after reset: got %s, want 401", r)
 	}
 	m3.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, nil)
-	if f, err := credentials.Load(m3.CredentialsPath); err != nil || f.Token != m3.AdminKey {
+	if f, err := credentials.Load(m3.CredentialsPath); err != nil || f.Password != m3.AdminPassword {
 		t.Errorf("credentials file after reset: %v %v", f, err)
 	}
 	if m3.CAFingerprint != fingerprint {

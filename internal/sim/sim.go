@@ -119,7 +119,7 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "manager URL")
-	f.StringVar(&token, "token", "", "admin API key (to create the enrolment token)")
+	f.StringVar(&token, "token", "", "bearer token of an administrator or operator (default: sign in with the credentials file)")
 	f.StringVar(&fp, "ca-fingerprint", "", "manager CA fingerprint")
 	f.StringVar(&creds, "credentials", "", "credentials file written by the manager")
 	f.IntVar(&o.Agents, "agents", 1000, "number of simulated agents")

@@ -32,7 +32,7 @@ func TestRun(t *testing.T) {
 	}()
 	<-srv.Ready()
 	info := srv.Info()
-	target := ctl.Target{URL: info.URL, Token: info.AdminKey, CAFingerprint: info.CAFingerprint, From: "test"}
+	target := ctl.Target{URL: info.URL, User: "admin", Password: info.AdminPassword, CAFingerprint: info.CAFingerprint, From: "test"}
 	state := t.TempDir()
 	tests := []struct {
 		name string
