@@ -21,7 +21,7 @@ type File struct {
 	// token used as is. One of them is needed.
 	Password string `json:"password,omitempty"`
 	Token    string `json:"token,omitempty"`
-	Note          string `json:"note,omitempty"`
+	Note     string `json:"note,omitempty"`
 }
 
 // Load reads a credentials file, refusing one that others can read.

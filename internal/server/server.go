@@ -19,10 +19,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/yagura/yagura/internal/api"
@@ -72,7 +72,7 @@ type Info struct {
 	CredentialsPath string
 	// AdminPassword is set only when this run created or reset it.
 	AdminPassword string
-	Store    *store.DB
+	Store         *store.DB
 }
 
 // New checks the configuration; it does no I/O.
