@@ -435,6 +435,40 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("every change is in the audit log with its actor", func(t *testing.T) {
+		var entries []api.AuditEntry
+		m.mustCtlJSON(t, &entries, "audit", "list", "--limit", "1000")
+		seen := map[string]int{}
+		for _, e := range entries {
+			if e.Actor != "user:admin" && !strings.HasPrefix(e.Route, "/oauth/") {
+				t.Errorf("entry with actor %q: %+v", e.Actor, e)
+			}
+			seen[e.Method+" "+e.Route]++
+		}
+		for _, want := range []string{
+			"PATCH /api/v1/settings", "POST /api/v1/activation-tokens",
+			"POST /api/v1/activation-tokens/{id}/revoke", "POST /api/v1/alerts/{id}/clear",
+			"POST /api/v1/computers/{id}/deactivate", "POST /oauth/token",
+		} {
+			if seen[want] == 0 {
+				t.Errorf("no audit entry for %s (have %v)", want, seen)
+			}
+		}
+		// Tokens made in this test: 5 (e2e, expired, revoked, one-use, ×1).
+		if seen["POST /api/v1/activation-tokens"] < 4 {
+			t.Errorf("%d token creations audited", seen["POST /api/v1/activation-tokens"])
+		}
+		csv, err := m.ctl(t, "audit", "export", "--format", "csv")
+		if err != nil || !strings.HasPrefix(csv, "id,time,actor,remote,method,route,resource,status,summary") || !strings.Contains(csv, "/api/v1/settings") {
+			t.Errorf("CSV export: %v\n%.300s", err, csv)
+		}
+		for _, secretish := range []string{tok.Token, "yak_"} {
+			if strings.Contains(csv, secretish) {
+				t.Errorf("the audit log holds a secret (%q)", secretish)
+			}
+		}
+	})
+
 	// Everything stops cleanly.
 	for _, a := range agents {
 		a.stop(t, syscall.SIGTERM)

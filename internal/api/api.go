@@ -43,6 +43,16 @@ type Store interface {
 	ClearAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	GetJob(ctx context.Context, id string) (store.Job, error)
+	ListUsers(ctx context.Context) ([]store.User, error)
+	UserByName(ctx context.Context, name string) (store.User, error)
+	CreateUser(ctx context.Context, u store.User) error
+	UpdateUser(ctx context.Context, u store.User) error
+	RevokeSubjectTokens(ctx context.Context, subject string, at time.Time) error
+	ListAPIClients(ctx context.Context) ([]store.APIClient, error)
+	CreateAPIClient(ctx context.Context, c store.APIClient) error
+	RevokeAPIClient(ctx context.Context, id string, at time.Time) error
+	AppendAudit(ctx context.Context, e store.AuditEntry) error
+	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 	ListJobs(ctx context.Context, limit int) ([]store.Job, error)
 	JobTargets(ctx context.Context, jobID string) ([]store.JobTarget, error)
 	Settings(ctx context.Context) (map[string]string, error)
@@ -104,6 +114,12 @@ const (
 	PermJobsRead       = "jobs:read"
 	PermJobsWrite      = "jobs:write"
 	PermFilesRead      = "files:read"
+	PermUsersRead      = "users:read"
+	PermUsersWrite     = "users:write"
+	PermClientsRead    = "clients:read"
+	PermClientsWrite   = "clients:write"
+	PermAuditRead      = "audit:read"
+	PermMeRead         = "me:read"
 )
 
 const permKey = "permission"
@@ -149,6 +165,8 @@ func New(mux *http.ServeMux, d Deps) *API {
 	a.registerCA()
 	a.registerEvents()
 	a.registerJobs()
+	a.registerAccounts()
+	a.registerAudit()
 	return a
 }
 
@@ -176,6 +194,9 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 		_ = huma.WriteErr(a.api, ctx, http.StatusForbidden, "operation has no declared permission")
 		return
 	}
+	rec := &auditRecord{}
+	ctx = huma.WithValue(ctx, auditKey{}, rec)
+	defer func() { a.audit(ctx, rec) }()
 	bearer, ok := BearerToken(ctx.Header("Authorization"))
 	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)
@@ -189,6 +210,7 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized, "invalid, expired or revoked bearer token; sign in again")
 		return
 	}
+	rec.actor = principal.Subject
 	if !auth.Allowed(principal.Role, perm) {
 		_ = huma.WriteErr(a.api, ctx, http.StatusForbidden,
 			fmt.Sprintf("role %s may not do this (needs %s)", principal.Role, perm))

@@ -115,6 +115,7 @@ func (a *API) registerJobs() {
 			return nil, a.jobErr("job", err)
 		}
 		a.d.Log.Info("job created", "job", j.ID, "kind", j.Kind, "targets", len(targets), "by", Principal(ctx))
+		note(ctx, j.ID, map[string]any{"kind": j.Kind, "targets": len(targets), "all": in.Body.All})
 		ts, err := a.d.Store.JobTargets(ctx, j.ID)
 		if err != nil {
 			return nil, a.storeErr("job "+j.ID, err)

@@ -132,6 +132,7 @@ func (a *API) registerComputers() {
 			}
 			a.d.Fleet.Add(c)
 			a.d.Log.Info("computer communication changed", "computer", c.ID, "communication", c.Communication, "by", Principal(ctx))
+			note(ctx, c.ID, map[string]string{"communication": c.Communication})
 		}
 		return &computerOne{Body: a.computer(c, a.d.Now())}, nil
 	})
@@ -233,6 +234,7 @@ func (a *API) registerTokens() {
 			return nil, a.storeErr("activation token", err)
 		}
 		a.d.Log.Info("activation token created", "token_id", t.ID, "by", Principal(ctx), "max_uses", t.MaxUses, "expires", t.ExpiresAt)
+		note(ctx, t.ID, map[string]any{"description": t.Description, "max_uses": t.MaxUses, "expires_at": ptime(t.ExpiresAt)})
 		out := token(t, now)
 		out.Token = plain
 		return &tokenOne{Body: out}, nil
@@ -411,6 +413,7 @@ func (a *API) registerSettings() {
 		}
 		a.d.Fleet.SetSettings(next)
 		a.d.Log.Info("settings changed", "by", Principal(ctx), "changes", in.Body)
+		note(ctx, "settings", in.Body)
 		return &settingsBody{Body: next.Map()}, nil
 	})
 }

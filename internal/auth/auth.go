@@ -45,7 +45,7 @@ func Allowed(role, perm string) bool {
 		return action == "read"
 	case RoleOperator:
 		switch resource {
-		case "computers", "tokens", "jobs", "alerts", "events", "files", "ca", "policies", "rules", "lists":
+		case "computers", "tokens", "jobs", "alerts", "events", "files", "ca", "policies", "rules", "lists", "me":
 			return true
 		}
 	}

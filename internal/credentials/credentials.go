@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // File is the credentials file's content.
@@ -21,7 +22,11 @@ type File struct {
 	// token used as is. One of them is needed.
 	Password string `json:"password,omitempty"`
 	Token    string `json:"token,omitempty"`
-	Note     string `json:"note,omitempty"`
+	// RefreshToken and Expires are kept by `yagura ctl login`: the access
+	// token is refreshed (and the refresh token rotated) when it expires.
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expires      time.Time `json:"expires,omitempty"`
+	Note         string    `json:"note,omitempty"`
 }
 
 // Load reads a credentials file, refusing one that others can read.

@@ -28,14 +28,20 @@ type Client struct {
 	token    string
 	user     string
 	password string
+	target   Target
 }
 
 // Target is where ctl connects and how it authenticates.
 type Target struct {
-	URL           string
-	Token         string
-	User          string // with Password: signed in on first use
-	Password      string
+	URL      string
+	Token    string
+	User     string // with Password: signed in on first use
+	Password string
+	// RefreshToken renews Token when it expires (at Expires); the renewed
+	// pair is written back to SavePath.
+	RefreshToken  string
+	Expires       time.Time
+	SavePath      string
 	CAFingerprint string
 	// From says where the target came from, for error messages.
 	From string
@@ -71,7 +77,11 @@ func ResolveTarget(flagURL, flagToken, flagFP, credFile string, getenv func(stri
 		}
 	}
 	fillFile := func(f *credentials.File, from string) {
+		hadToken := t.Token != ""
 		fill(f.URL, f.Token, f.CAFingerprint, from)
+		if !hadToken && f.Token != "" && f.RefreshToken != "" {
+			t.RefreshToken, t.Expires, t.SavePath = f.RefreshToken, f.Expires, from
+		}
 		if t.Token == "" && t.User == "" {
 			t.User, t.Password = f.User, f.Password
 		}
@@ -138,7 +148,7 @@ func NewClient(t Target) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: u, token: t.Token, user: t.User, password: t.Password, http: &http.Client{
+	return &Client{base: u, token: t.Token, user: t.User, password: t.Password, target: t, http: &http.Client{
 		Timeout:   60 * time.Second,
 		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tc, ForceAttemptHTTP2: true},
 	}}, nil
@@ -182,6 +192,11 @@ func (c *Client) Grant(ctx context.Context, form url.Values) (*TokenResponse, er
 func (c *Client) bearer(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.token != "" && c.target.RefreshToken != "" && !c.target.Expires.IsZero() && time.Until(c.target.Expires) < time.Minute {
+		if err := c.refreshLocked(ctx); err != nil {
+			return "", err
+		}
+	}
 	if c.token != "" || c.user == "" {
 		return c.token, nil
 	}
@@ -236,6 +251,24 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
+// RevokeToken revokes a token (RFC 7009).
+func (c *Client) RevokeToken(ctx context.Context, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath("/oauth/revoke").String(), strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("revocation answered %s", resp.Status)
+	}
+	return nil
+}
+
 // Stream starts a GET and returns the response for the caller to read
 // (large downloads); error answers become *APIError.
 func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error) {
@@ -251,6 +284,13 @@ func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error
 	// Downloads may take longer than API calls.
 	hc := *c.http
 	hc.Timeout = 0
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		// Query strings are passed through as given.
+		u := c.base.JoinPath(path[:i])
+		u.Path = "/" + strings.TrimLeft(u.Path, "/")
+		u.RawQuery = path[i+1:]
+		req.URL = u
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
@@ -316,6 +356,38 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 		return nil, e
 	}
 	return b, nil
+}
+
+// refreshLocked renews the access token with the refresh token, saving the
+// rotated pair so the old refresh token is never presented again.
+func (c *Client) refreshLocked(ctx context.Context) error {
+	tr, err := c.Grant(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.target.RefreshToken}, "client_id": {"yagura-ctl"}})
+	if err != nil {
+		return fmt.Errorf("%w; sign in again with `yagura ctl login`", err)
+	}
+	c.token = tr.AccessToken
+	c.target.RefreshToken = tr.RefreshToken
+	c.target.Expires = time.Now().Add(time.Duration(tr.ExpiresIn) * time.Second)
+	if c.target.SavePath != "" {
+		f, err := credentials.Load(c.target.SavePath)
+		if err == nil {
+			f.Token, f.RefreshToken, f.Expires = tr.AccessToken, tr.RefreshToken, c.target.Expires
+			err = credentials.Save(c.target.SavePath, f)
+		}
+		if err != nil {
+			return fmt.Errorf("save refreshed token: %w", err)
+		}
+	}
+	return nil
+}
+
+// UserCredentialsPath is where `yagura ctl login` keeps its tokens.
+func UserCredentialsPath() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "yagura", "credentials.json"), nil
 }
 
 // Login signs in with a target's user and password and returns the access

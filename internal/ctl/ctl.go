@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/yagura/yagura/internal/api"
 )
@@ -59,8 +60,9 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVar(&g.token, "token", "", "API credential (prefer YAGURA_TOKEN: flags show up in ps)")
 	pf.StringVar(&g.fingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the manager CA")
 	pf.StringVar(&g.credentials, "credentials", "", "credentials file (url, ca_fingerprint, token)")
-	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g), settingsCmd(g), caCmd(g))
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
+	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g),
+		loginCmd(g), logoutCmd(g), whoamiCmd(g), usersCmd(g), clientsCmd(g), auditCmd(g), settingsCmd(g), caCmd(g))
 	return cmd
 }
 
@@ -71,12 +73,28 @@ func (g *globals) emit(w io.Writer, v any, table func(tw *tabwriter.Writer)) err
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	case "yaml":
+		// Through JSON, so the field names are the API's.
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var generic any
+		if err := json.Unmarshal(b, &generic); err != nil {
+			return err
+		}
+		y, err := yaml.Marshal(generic)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(y)
+		return err
 	case "table", "":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		table(tw)
 		return tw.Flush()
 	}
-	return fmt.Errorf("--output %q: want table or json", g.output)
+	return fmt.Errorf("--output %q: want table, json or yaml", g.output)
 }
 
 func ts(t *time.Time) string {

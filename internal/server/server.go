@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,7 +154,15 @@ func (s *Server) Run(ctx context.Context) error {
 	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL}
 	authn := principals{issuer}
 	mux := http.NewServeMux()
-	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now}).Register(mux)
+	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now,
+		Audit: func(ctx context.Context, actor, remote, what string, status int) {
+			id, _ := uuid.NewV7()
+			b, _ := json.Marshal(map[string]string{"event": what})
+			if err := db.AppendAudit(context.WithoutCancel(ctx), store.AuditEntry{ID: id.String(), Time: time.Now(), Actor: actor, Remote: remote,
+				Method: http.MethodPost, Route: "/oauth/token", Summary: string(b), Status: status}); err != nil {
+				s.log.Error("write audit entry", "err", err)
+			}
+		}}).Register(mux)
 	gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg).Register(mux)
 	api.New(mux, api.Deps{
 		Store: db, Fleet: fl, Jobs: js, Auth: authn, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
