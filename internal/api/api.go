@@ -140,7 +140,7 @@ func Who(ctx context.Context) auth.Principal {
 }
 
 // New registers every operation on mux under /api/v1.
-func New(mux *http.ServeMux, d Deps) *API {
+func New(mux humago.Mux, d Deps) *API {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -184,6 +184,12 @@ func register[I, O any](a *API, perm string, op huma.Operation, h func(context.C
 	}
 	op.Metadata[permKey] = perm
 	op.Security = []map[string][]string{{"bearer": {}}}
+	// In the document too, so clients and the authorization tests can see
+	// what each operation needs.
+	if op.Extensions == nil {
+		op.Extensions = map[string]any{}
+	}
+	op.Extensions["x-yagura-permission"] = perm
 	huma.Register(a.api, op, h)
 }
 

@@ -35,7 +35,9 @@ type OAuth struct {
 }
 
 // Register adds /oauth/token and /oauth/revoke.
-func (o *OAuth) Register(mux *http.ServeMux) {
+func (o *OAuth) Register(mux interface {
+	HandleFunc(string, func(http.ResponseWriter, *http.Request))
+}) {
 	mux.HandleFunc("POST /oauth/token", o.token)
 	mux.HandleFunc("POST /oauth/revoke", o.revoke)
 }

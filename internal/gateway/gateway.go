@@ -111,8 +111,13 @@ func New(cfg Config, ca *pki.CA, st Store, fl Fleet, jobs Jobs, log *slog.Logger
 	return g
 }
 
+// Mux is where routes are registered (an http.ServeMux).
+type Mux interface {
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
 // Register adds the gateway's routes to mux.
-func (g *Gateway) Register(mux *http.ServeMux) {
+func (g *Gateway) Register(mux Mux) {
 	mux.HandleFunc("POST "+proto.PathEnroll, g.enroll)
 	mux.HandleFunc("POST "+proto.PathHeartbeat, g.heartbeat)
 	mux.HandleFunc("POST "+proto.PathRenew, g.renew)

@@ -73,6 +73,10 @@ type Info struct {
 	CredentialsPath string
 	// AdminPassword is set only when this run created or reset it.
 	AdminPassword string
+	// Routes lists every pattern the HTTPS server serves, so a test can
+	// check that nothing under /api escapes the OpenAPI document (and its
+	// permission checks).
+	Routes []string
 	Store         *store.DB
 }
 
@@ -153,7 +157,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL}
 	authn := principals{issuer}
-	mux := http.NewServeMux()
+	mux := &routes{ServeMux: http.NewServeMux()}
 	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now,
 		Audit: func(ctx context.Context, actor, remote, what string, status int) {
 			id, _ := uuid.NewV7()
@@ -199,6 +203,7 @@ func (s *Server) Run(ctx context.Context) error {
 	tlsCfg := pki.ServerConfig(getCert, clientCAs)
 	sessions := newSessionStore(100_000, 24*time.Hour)
 	tlsCfg.WrapSession, tlsCfg.UnwrapSession = sessions.wrap, sessions.unwrap
+	info.Routes = mux.patterns
 	srv := &http.Server{
 		Handler:           mux,
 		TLSConfig:         tlsCfg,
@@ -422,6 +427,22 @@ func (s *Server) bootstrapAdmin(ctx context.Context, db *store.DB, info *Info) e
 	info.AdminPassword = password
 	s.log.Info("administrator \"admin\" created; credentials written", "path", path)
 	return nil
+}
+
+// routes is a ServeMux that remembers its patterns.
+type routes struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (r *routes) Handle(pattern string, h http.Handler) {
+	r.patterns = append(r.patterns, pattern)
+	r.ServeMux.Handle(pattern, h)
+}
+
+func (r *routes) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	r.patterns = append(r.patterns, pattern)
+	r.ServeMux.HandleFunc(pattern, h)
 }
 
 // principals adapts the token issuer to the API.

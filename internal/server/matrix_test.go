@@ -1,0 +1,210 @@
+package server_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/auth"
+	"github.com/yagura/yagura/internal/ctl"
+	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// matrix is the permission every API operation needs. A new operation must
+// be added here, which makes its author decide who may call it.
+var matrix = map[string]string{
+	"get-me":                   api.PermMeRead,
+	"list-computers":           api.PermComputersRead,
+	"get-computer":             api.PermComputersRead,
+	"update-computer":          api.PermComputersWrite,
+	"deactivate-computer":      api.PermComputersWrite,
+	"create-activation-token":  api.PermTokensWrite,
+	"list-activation-tokens":   api.PermTokensRead,
+	"get-activation-token":     api.PermTokensRead,
+	"revoke-activation-token":  api.PermTokensWrite,
+	"list-alerts":              api.PermAlertsRead,
+	"get-alert":                api.PermAlertsRead,
+	"clear-alert":              api.PermAlertsWrite,
+	"get-settings":             api.PermSettingsRead,
+	"update-settings":          api.PermSettingsWrite,
+	"get-ca":                   api.PermCARead,
+	"list-events":              api.PermEventsRead,
+	"create-job":               api.PermJobsWrite,
+	"list-jobs":                api.PermJobsRead,
+	"get-job":                  api.PermJobsRead,
+	"cancel-job":               api.PermJobsWrite,
+	"download-file":            api.PermFilesRead,
+	"list-users":               api.PermUsersRead,
+	"create-user":              api.PermUsersWrite,
+	"update-user":              api.PermUsersWrite,
+	"list-api-clients":         api.PermClientsRead,
+	"create-api-client":        api.PermClientsWrite,
+	"revoke-api-client":        api.PermClientsWrite,
+	"list-audit":               api.PermAuditRead,
+	"export-audit":             api.PermAuditRead,
+}
+
+type docOperation struct {
+	Method, Path, ID, Permission string
+	HasBody                      bool
+}
+
+func operations(t *testing.T, m *manager) []docOperation {
+	t.Helper()
+	r := m.request(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("openapi.json: %s", r)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(r.body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var out []docOperation
+	for path, item := range doc.Paths {
+		for method, raw := range item {
+			if !slices.Contains([]string{"get", "put", "post", "delete", "patch"}, method) {
+				continue
+			}
+			var op struct {
+				OperationID string          `json:"operationId"`
+				RequestBody json.RawMessage `json:"requestBody"`
+				Permission  string          `json:"x-yagura-permission"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, docOperation{strings.ToUpper(method), path, op.OperationID, op.Permission, op.RequestBody != nil})
+		}
+	}
+	return out
+}
+
+// TestAuthorizationMatrix calls every operation of the OpenAPI document as
+// nobody, with an expired and a revoked token, and as each role; every
+// answer must match the operation's permission.
+func TestAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	ctx := t.Context()
+	login := func(user, role string) string {
+		m.call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: user, Role: role, Password: "a long enough password"}, http.StatusCreated, nil)
+		tok, err := ctl.Login(ctx, ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: user, Password: "a long enough password"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	roles := map[string]string{auth.RoleAdmin: m.token, auth.RoleOperator: login("olivia", auth.RoleOperator), auth.RoleAuditor: login("audrey", auth.RoleAuditor)}
+
+	// An expired and a revoked admin token.
+	expired, hash, _ := secret.New("yaa")
+	if err := m.Store.SaveOAuthToken(ctx, store.OAuthToken{Hash: hash, Kind: auth.Access, Family: "expired", Subject: "user:admin", Role: auth.RoleAdmin,
+		CreatedAt: time.Now().Add(-48 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := adminToken(t, m.Info)
+	if r := m.form(t, "/oauth/revoke", "token="+revoked); r.status != http.StatusOK {
+		t.Fatalf("revoke: %s", r)
+	}
+
+	ops := operations(t, m)
+	seen := map[string]bool{}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	for _, op := range ops {
+		seen[op.ID] = true
+		perm, ok := matrix[op.ID]
+		if !ok {
+			t.Errorf("operation %s (%s %s) is not in the authorization matrix", op.ID, op.Method, op.Path)
+			continue
+		}
+		if op.Permission != perm {
+			t.Errorf("%s: the document says %q, the matrix %q", op.ID, op.Permission, perm)
+		}
+		url := param.ReplaceAllString(op.Path, "0191c2d0-dead-7000-8000-000000000000")
+		var body any
+		if op.HasBody {
+			body = []byte("{}")
+		}
+		t.Run(op.ID, func(t *testing.T) {
+			for name, bearer := range map[string]string{"no token": "", "expired token": expired, "revoked token": revoked} {
+				if r := m.request(t, op.Method, url, bearer, body); r.status != http.StatusUnauthorized {
+					t.Errorf("%s: got %s, want 401", name, r)
+				}
+			}
+			// Admin last: its calls may change state the others' checks
+			// do not depend on, but keep the refusals first.
+			for _, role := range []string{auth.RoleAuditor, auth.RoleOperator, auth.RoleAdmin} {
+				r := m.request(t, op.Method, url, roles[role], body)
+				switch allowed := auth.Allowed(role, perm); {
+				case allowed && (r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500):
+					t.Errorf("%s (may %s): got %s", role, perm, r)
+				case !allowed && r.status != http.StatusForbidden:
+					t.Errorf("%s (may not %s): got %s, want 403", role, perm, r)
+				}
+			}
+		})
+	}
+	for id := range matrix {
+		if !seen[id] {
+			t.Errorf("the matrix lists %s, which the document does not have", id)
+		}
+	}
+}
+
+// TestRoutesMatchDocument: every route the server serves under /api is an
+// operation of the document (and so passes the permission check), and every
+// operation is served.
+func TestRoutesMatchDocument(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	ops := operations(t, m)
+	inDoc := map[string]bool{}
+	for _, op := range ops {
+		inDoc[op.Method+" "+op.Path] = true
+	}
+	served := map[string]bool{}
+	for _, p := range m.Routes {
+		served[p] = true
+		method, path, _ := strings.Cut(p, " ")
+		if !strings.HasPrefix(path, "/api/") {
+			continue
+		}
+		// huma's own document and schema routes are public by design.
+		if strings.HasPrefix(path, "/api/v1/openapi") || strings.HasPrefix(path, "/api/v1/schemas") || strings.HasPrefix(path, "/api/docs") {
+			continue
+		}
+		if !inDoc[method+" "+path] {
+			t.Errorf("%s is served but not in the OpenAPI document", p)
+		}
+	}
+	for k := range inDoc {
+		if !served[k] {
+			t.Errorf("%s is in the document but not served", k)
+		}
+	}
+	if len(inDoc) < 25 {
+		t.Errorf("only %d operations in the document", len(inDoc))
+	}
+}
+
+// form posts an urlencoded form without credentials (the OAuth endpoints).
+func (m *manager) form(t *testing.T, path, form string) response {
+	t.Helper()
+	resp, err := m.client.Post(m.URL+path, "application/x-www-form-urlencoded", strings.NewReader(form))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b []byte
+	b, _ = io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
