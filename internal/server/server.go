@@ -77,7 +77,7 @@ type Info struct {
 	// check that nothing under /api escapes the OpenAPI document (and its
 	// permission checks).
 	Routes []string
-	Store         *store.DB
+	Store  *store.DB
 }
 
 // New checks the configuration; it does no I/O.
