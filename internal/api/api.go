@@ -57,6 +57,7 @@ type Store interface {
 	JobTargets(ctx context.Context, jobID string) ([]store.JobTarget, error)
 	Settings(ctx context.Context) (map[string]string, error)
 	PutSettings(ctx context.Context, kv map[string]string) error
+	UpdateSettings(ctx context.Context, ifVersion string, kv map[string]string) (string, error)
 }
 
 // Fleet is the live view of computers.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -380,22 +381,40 @@ func (a *API) registerAlerts() {
 	})
 }
 
-type settingsBody struct {
-	Body map[string]string `doc:"Setting key → value. Keys: heartbeat.interval (duration), heartbeat.offline_after_missed (number or \"unlimited\"), heartbeat.max_clock_drift (duration, 0 disables)."`
+type settingsOut struct {
+	ETag string            `header:"ETag" doc:"Send it back in If-Match to change settings only if nobody else did meanwhile."`
+	Body map[string]string `doc:"Setting key → value."`
 }
+
+func etag(version string) string { return `"` + version + `"` }
 
 func (a *API) registerSettings() {
 	register(a, PermSettingsRead, huma.Operation{
 		OperationID: "get-settings", Method: http.MethodGet, Path: "/api/v1/settings",
 		Summary: "Show settings", Tags: []string{"Settings"},
-	}, func(ctx context.Context, _ *struct{}) (*settingsBody, error) {
-		return &settingsBody{Body: a.d.Fleet.Settings().Map()}, nil
+	}, func(ctx context.Context, _ *struct{}) (*settingsOut, error) {
+		stored, err := a.d.Store.Settings(ctx)
+		if err != nil {
+			return nil, a.storeErr("settings", err)
+		}
+		cur, err := settings.FromMap(stored)
+		if err != nil {
+			return nil, a.storeErr("settings", err)
+		}
+		v := stored[store.SettingVersion]
+		if v == "" {
+			v = "0"
+		}
+		return &settingsOut{ETag: etag(v), Body: cur.Map()}, nil
 	})
 	register(a, PermSettingsWrite, huma.Operation{
 		OperationID: "update-settings", Method: http.MethodPatch, Path: "/api/v1/settings",
 		Summary: "Change settings", Tags: []string{"Settings"},
-		Description: "Only the keys given change. Every value is checked before any is stored.",
-	}, func(ctx context.Context, in *settingsBody) (*settingsBody, error) {
+		Description: "Only the keys given change. Every value is checked before any is stored. With If-Match (the ETag of GET), the change is refused with 412 if the settings changed meanwhile.",
+	}, func(ctx context.Context, in *struct {
+		IfMatch string `header:"If-Match" doc:"ETag from GET /api/v1/settings."`
+		Body    map[string]string
+	}) (*settingsOut, error) {
 		stored, err := a.d.Store.Settings(ctx)
 		if err != nil {
 			return nil, a.storeErr("settings", err)
@@ -408,13 +427,21 @@ func (a *API) registerSettings() {
 		if err != nil {
 			return nil, huma.Error422UnprocessableEntity("invalid settings", &huma.ErrorDetail{Location: "body", Message: err.Error()})
 		}
-		if err := a.d.Store.PutSettings(ctx, next.Map()); err != nil {
+		want := strings.Trim(strings.TrimPrefix(strings.TrimSpace(in.IfMatch), "W/"), `"`)
+		if in.IfMatch == "*" {
+			want = ""
+		}
+		v, err := a.d.Store.UpdateSettings(ctx, want, next.Map())
+		if errors.Is(err, store.ErrConflict) {
+			return nil, huma.Error412PreconditionFailed("the settings changed since you read them (If-Match " + in.IfMatch + "); read them again and reapply your change")
+		}
+		if err != nil {
 			return nil, a.storeErr("settings", err)
 		}
 		a.d.Fleet.SetSettings(next)
 		a.d.Log.Info("settings changed", "by", Principal(ctx), "changes", in.Body)
 		note(ctx, "settings", in.Body)
-		return &settingsBody{Body: next.Map()}, nil
+		return &settingsOut{ETag: etag(v), Body: next.Map()}, nil
 	})
 }
 

@@ -208,3 +208,62 @@ func (m *manager) form(t *testing.T, path, form string) response {
 	b, _ = io.ReadAll(resp.Body)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
+
+// TestConcurrentUpdate: two administrators change the settings from the
+// same version at once; exactly one wins, the other gets 412.
+func TestConcurrentUpdate(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	r := m.request(t, http.MethodGet, "/api/v1/settings", m.token, nil)
+	tag := r.header.Get("ETag")
+	if r.status != http.StatusOK || tag == "" {
+		t.Fatalf("GET settings: %s, ETag %q", r, tag)
+	}
+	results := make(chan int, 2)
+	for _, interval := range []string{"30s", "45s"} {
+		go func() {
+			req, _ := http.NewRequest(http.MethodPatch, m.URL+"/api/v1/settings", strings.NewReader(`{"heartbeat.interval":"`+interval+`"}`))
+			req.Header.Set("Authorization", "Bearer "+m.token)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("If-Match", tag)
+			resp, err := m.client.Do(req)
+			if err != nil {
+				results <- 0
+				return
+			}
+			resp.Body.Close()
+			results <- resp.StatusCode
+		}()
+	}
+	got := []int{<-results, <-results}
+	slices.Sort(got)
+	if got[0] != http.StatusOK || got[1] != http.StatusPreconditionFailed {
+		t.Fatalf("statuses %v, want one 200 and one 412", got)
+	}
+	// The stale tag stays refused; the new one works.
+	if r := m.requestIfMatch(t, tag, `{"heartbeat.interval":"20s"}`); r.status != http.StatusPreconditionFailed {
+		t.Errorf("stale ETag: %s", r)
+	}
+	fresh := m.request(t, http.MethodGet, "/api/v1/settings", m.token, nil).header.Get("ETag")
+	if fresh == tag {
+		t.Fatal("ETag did not change")
+	}
+	if r := m.requestIfMatch(t, fresh, `{"heartbeat.interval":"20s"}`); r.status != http.StatusOK {
+		t.Errorf("fresh ETag: %s", r)
+	}
+}
+
+func (m *manager) requestIfMatch(t *testing.T, tag, body string) response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPatch, m.URL+"/api/v1/settings", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+m.token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("If-Match", tag)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}

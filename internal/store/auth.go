@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 )
 
@@ -317,4 +320,61 @@ func (db *DB) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// SettingVersion is the settings key holding the settings' version, which
+// the API turns into an ETag.
+const SettingVersion = "settings.version"
+
+// UpdateSettings stores settings like PutSettings and bumps their version,
+// atomically. With ifVersion set, it refuses (ErrConflict) unless the
+// stored version is that one: two administrators editing at once cannot
+// overwrite each other unseen. It returns the new version.
+func (db *DB) UpdateSettings(ctx context.Context, ifVersion string, kv map[string]string) (string, error) {
+	var next string
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		cur := "0"
+		err := tx.QueryRowContext(ctx, db.rb("SELECT value FROM settings WHERE key = ?"), SettingVersion).Scan(&cur)
+		exists := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if ifVersion != "" && ifVersion != cur {
+			return fmt.Errorf("settings are at version %s, not %s: %w", cur, ifVersion, ErrConflict)
+		}
+		n, _ := strconv.ParseInt(cur, 10, 64)
+		next = strconv.FormatInt(n+1, 10)
+		now := time.Now().UnixMicro()
+		if exists {
+			// Conditional on the value read: a concurrent writer that got
+			// there first makes this affect no row.
+			res, err := tx.ExecContext(ctx, db.rb("UPDATE settings SET value = ?, updated_at = ? WHERE key = ? AND value = ?"), next, now, SettingVersion, cur)
+			if err != nil {
+				return err
+			}
+			if k, _ := res.RowsAffected(); k == 0 {
+				return fmt.Errorf("settings changed meanwhile: %w", ErrConflict)
+			}
+		} else if _, err := tx.ExecContext(ctx, db.rb("INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"), SettingVersion, next, now); err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, db.q.putSetting)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, k := range slices.Sorted(maps.Keys(kv)) {
+			if k == SettingVersion {
+				continue
+			}
+			if _, err := stmt.ExecContext(ctx, k, kv[k], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", db.fail("update settings", err)
+	}
+	return next, nil
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"APIClients", testAPIClients},
 		{"OAuthTokens", testOAuthTokens},
 		{"Audit", testAudit},
+		{"UpdateSettingsIfVersion", testUpdateSettingsIf},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1462,5 +1463,44 @@ func testAudit(t *testing.T, db *store.DB) {
 	all, _ := db.ListAudit(ctx, store.AuditFilter{Limit: 1})
 	if all[0].Status != 201 || all[0].Summary != `{"kind":"heartbeat-now"}` || !all[0].Time.Equal(base.Add(4*time.Minute)) {
 		t.Errorf("round trip: %+v", all[0])
+	}
+}
+
+func testUpdateSettingsIf(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	v1, err := db.UpdateSettings(ctx, "", map[string]string{"a": "1"})
+	checkErr(t, "UpdateSettings", err, nil)
+	if v1 != "1" {
+		t.Errorf("first version %q, want 1", v1)
+	}
+	_, err = db.UpdateSettings(ctx, "7", map[string]string{"a": "2"})
+	checkErr(t, "UpdateSettings with a stale version", err, store.ErrConflict)
+	m, _ := db.Settings(ctx)
+	if m["a"] != "1" || m[store.SettingVersion] != "1" {
+		t.Errorf("a refused update changed settings: %v", m)
+	}
+	// Two writers with the same version: exactly one wins.
+	var wg sync.WaitGroup
+	var wins, conflicts atomic.Int32
+	for i := range 6 {
+		wg.Go(func() {
+			_, err := db.UpdateSettings(ctx, v1, map[string]string{"a": fmt.Sprint(10 + i)})
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				conflicts.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != 5 {
+		t.Errorf("%d wins, %d conflicts; want 1 and 5", wins.Load(), conflicts.Load())
+	}
+	m, _ = db.Settings(ctx)
+	if m[store.SettingVersion] != "2" {
+		t.Errorf("version %q, want 2", m[store.SettingVersion])
 	}
 }
