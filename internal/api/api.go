@@ -149,8 +149,8 @@ func New(mux humago.Mux, d Deps) *API {
 	cfg.Info.Description = "Manage computers, activation tokens, alerts and settings of a Yagura manager."
 	cfg.OpenAPIPath = "/api/v1/openapi"
 	cfg.SchemasPath = "/api/v1/schemas"
-	// The browsable reference pulls assets from a CDN; issue #4 serves it
-	// locally. Until then only the document itself is served.
+	// huma's reference page pulls its assets from a CDN; ours (/api/docs)
+	// is rendered here from the document.
 	cfg.DocsPath = ""
 	// No $schema links in bodies: scripts want plain objects.
 	cfg.CreateHooks = nil
@@ -168,6 +168,7 @@ func New(mux humago.Mux, d Deps) *API {
 	a.registerJobs()
 	a.registerAccounts()
 	a.registerAudit()
+	a.registerDocs(mux)
 	return a
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -105,5 +106,21 @@ func TestAuthorize(t *testing.T) {
 				t.Error("401 without WWW-Authenticate")
 			}
 		})
+	}
+}
+
+func TestDocsPage(t *testing.T) {
+	_, mux := newTestAPI(t)
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/docs", nil))
+	body := w.Body.String()
+	if w.Code != 200 || !strings.Contains(body, "/api/v1/computers") || !strings.Contains(body, "computers:read") {
+		t.Fatalf("docs page: %d %.300s", w.Code, body)
+	}
+	if strings.Contains(body, "<script") || strings.Contains(body, "https://") && !strings.Contains(body, "https://MANAGER") {
+		t.Error("the docs page loads something from elsewhere")
+	}
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP %q", csp)
 	}
 }
