@@ -41,7 +41,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;text-
 
 type docsOp struct {
 	ID, Method, Path, Summary, Description, Permission, Body string
-	Params                                                  []*huma.Param
+	Params                                                   []*huma.Param
 }
 
 type docsTag struct {
