@@ -2,6 +2,10 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/danielgtaylor/huma/v2"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/yagura/yagura/internal/auth"
 )
@@ -122,5 +127,60 @@ func TestDocsPage(t *testing.T) {
 	}
 	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 		t.Errorf("CSP %q", csp)
+	}
+}
+
+func TestPage(t *testing.T) {
+	items := []int{1, 2, 3, 4, 5}
+	var got []int
+	q := pageQuery{Limit: 2}
+	for i := 0; ; i++ {
+		p, next, err := page(items, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p...)
+		if next == "" {
+			break
+		}
+		if i > 5 {
+			t.Fatal("no end")
+		}
+		q.Cursor = next
+	}
+	if len(got) != 5 || got[4] != 5 {
+		t.Fatalf("pages gave %v", got)
+	}
+	if _, _, err := page(items, pageQuery{Cursor: "!!", Limit: 2}); err == nil {
+		t.Error("a forged cursor was accepted")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/openapi.golden.json")
+
+// TestOpenAPIGolden keeps the published document under review: any change
+// to the API shows up as a diff of testdata/openapi.golden.json (go test
+// ./internal/api -run OpenAPIGolden -update to accept it).
+func TestOpenAPIGolden(t *testing.T) {
+	a, _ := newTestAPI(t)
+	got, err := json.MarshalIndent(a.OpenAPI(), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", "openapi.golden.json")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)+"\n"); diff != "" {
+		t.Errorf("the OpenAPI document changed (-golden +now); review and run with -update:\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,11 +72,40 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 
 type computerList struct {
 	Body struct {
-		Items []Computer `json:"items"`
+		Items      []Computer `json:"items"`
+		NextCursor string     `json:"next_cursor,omitempty"`
 	}
 }
 
 type computerOne struct{ Body Computer }
+
+func matches(c Computer, q string) bool {
+	if q == "" {
+		return true
+	}
+	q = strings.ToLower(q)
+	if strings.Contains(strings.ToLower(c.Hostname), q) || strings.Contains(c.ID, q) {
+		return true
+	}
+	for _, ip := range c.IPs {
+		if strings.Contains(ip, q) {
+			return true
+		}
+	}
+	return false
+}
+
+func cmpTime(a, b *time.Time) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	return a.Compare(*b)
+}
 
 type idPath struct {
 	ID string `path:"id" maxLength:"64" doc:"Computer ID."`
@@ -87,6 +117,9 @@ func (a *API) registerComputers() {
 		Summary: "List computers", Tags: []string{"Computers"},
 	}, func(ctx context.Context, in *struct {
 		Status string `query:"status" enum:"online,warning,offline,pending,deactivated," doc:"Only computers with this status."`
+		Search string `query:"q" maxLength:"255" doc:"Only computers whose host name, ID or IP contains this."`
+		Sort   string `query:"sort" enum:"hostname,last_seen,status" default:"hostname" doc:"Order: by host name, most recently seen first, or by status."`
+		pageQuery
 	}) (*computerList, error) {
 		cs, err := a.d.Store.ListComputers(ctx)
 		if err != nil {
@@ -97,11 +130,21 @@ func (a *API) registerComputers() {
 		out.Body.Items = make([]Computer, 0, len(cs))
 		for _, c := range cs {
 			v := a.computer(c, now)
-			if in.Status == "" || v.Status == in.Status {
+			if (in.Status == "" || v.Status == in.Status) && matches(v, in.Search) {
 				out.Body.Items = append(out.Body.Items, v)
 			}
 		}
-		return out, nil
+		switch in.Sort {
+		case "last_seen":
+			slices.SortStableFunc(out.Body.Items, func(x, y Computer) int {
+				return cmpTime(y.LastSeen, x.LastSeen)
+			})
+		case "status":
+			slices.SortStableFunc(out.Body.Items, func(x, y Computer) int { return strings.Compare(x.Status, y.Status) })
+		}
+		var err2 error
+		out.Body.Items, out.Body.NextCursor, err2 = page(out.Body.Items, in.pageQuery)
+		return out, err2
 	})
 	register(a, PermComputersRead, huma.Operation{
 		OperationID: "get-computer", Method: http.MethodGet, Path: "/api/v1/computers/{id}",
@@ -243,9 +286,13 @@ func (a *API) registerTokens() {
 	register(a, PermTokensRead, huma.Operation{
 		OperationID: "list-activation-tokens", Method: http.MethodGet, Path: "/api/v1/activation-tokens",
 		Summary: "List activation tokens", Tags: []string{"Activation tokens"},
-	}, func(ctx context.Context, _ *struct{}) (*struct {
+	}, func(ctx context.Context, in *struct {
+		State string `query:"state" enum:"active,expired,revoked,used-up," doc:"Only tokens in this state."`
+		pageQuery
+	}) (*struct {
 		Body struct {
-			Items []Token `json:"items"`
+			Items      []Token `json:"items"`
+			NextCursor string  `json:"next_cursor,omitempty"`
 		}
 	}, error) {
 		ts, err := a.d.Store.ListTokens(ctx)
@@ -254,15 +301,19 @@ func (a *API) registerTokens() {
 		}
 		out := &struct {
 			Body struct {
-				Items []Token `json:"items"`
+				Items      []Token `json:"items"`
+				NextCursor string  `json:"next_cursor,omitempty"`
 			}
 		}{}
 		now := a.d.Now()
 		out.Body.Items = make([]Token, 0, len(ts))
 		for _, t := range ts {
-			out.Body.Items = append(out.Body.Items, token(t, now))
+			if v := token(t, now); in.State == "" || v.State == in.State {
+				out.Body.Items = append(out.Body.Items, v)
+			}
 		}
-		return out, nil
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.pageQuery)
+		return out, err
 	})
 	register(a, PermTokensRead, huma.Operation{
 		OperationID: "get-activation-token", Method: http.MethodGet, Path: "/api/v1/activation-tokens/{id}",
