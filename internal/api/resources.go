@@ -375,13 +375,14 @@ func (a *API) registerAlerts() {
 		State    string   `query:"state" enum:"open,cleared,all" default:"open" doc:"Which alerts."`
 		Computer string   `query:"computer" maxLength:"64" doc:"Only this computer's alerts."`
 		Type     []string `query:"type" doc:"Only these types."`
-		Limit    int      `query:"limit" minimum:"0" maximum:"10000" default:"1000"`
+		pageQuery
 	}) (*struct {
 		Body struct {
-			Items []Alert `json:"items"`
+			Items      []Alert `json:"items"`
+			NextCursor string  `json:"next_cursor,omitempty"`
 		}
 	}, error) {
-		f := store.AlertFilter{ComputerID: in.Computer, Types: in.Type, Limit: in.Limit}
+		f := store.AlertFilter{ComputerID: in.Computer, Types: in.Type}
 		switch in.State {
 		case "open", "":
 			yes := true
@@ -396,14 +397,16 @@ func (a *API) registerAlerts() {
 		}
 		out := &struct {
 			Body struct {
-				Items []Alert `json:"items"`
+				Items      []Alert `json:"items"`
+				NextCursor string  `json:"next_cursor,omitempty"`
 			}
 		}{}
 		out.Body.Items = make([]Alert, 0, len(as))
 		for _, x := range as {
 			out.Body.Items = append(out.Body.Items, alert(x))
 		}
-		return out, nil
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.pageQuery)
+		return out, err
 	})
 	register(a, PermAlertsRead, huma.Operation{
 		OperationID: "get-alert", Method: http.MethodGet, Path: "/api/v1/alerts/{id}",
