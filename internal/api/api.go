@@ -204,7 +204,13 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 	}
 	rec := &auditRecord{}
 	ctx = huma.WithValue(ctx, auditKey{}, rec)
-	defer func() { a.audit(ctx, rec) }()
+	// Audited once the caller is known: anonymous refusals are not written,
+	// or anyone could fill the log (they are counted in the access log).
+	defer func() {
+		if rec.actor != "" {
+			a.audit(ctx, rec)
+		}
+	}()
 	bearer, ok := BearerToken(ctx.Header("Authorization"))
 	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,25 +75,48 @@ func TestAllowed(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	l := auth.NewLimiter()
 	now := time.Now()
-	for range 4 {
-		l.Fail(now, "user:a", "addr:1")
+	pair, addr := auth.Key{Name: "user+addr:a|1", Max: 5}, auth.Key{Name: "addr:1", Max: 20}
+	for i := range 5 {
+		if ok, _ := l.Attempt(now, pair, addr); !ok {
+			t.Fatalf("attempt %d refused", i+1)
+		}
 	}
-	if !l.Locked(now, "user:a").IsZero() {
-		t.Fatal("locked after 4 failures")
+	if ok, until := l.Attempt(now, pair, addr); ok || until.IsZero() {
+		t.Fatal("a sixth attempt within the window was allowed")
 	}
-	l.Fail(now, "user:a", "addr:1")
-	if l.Locked(now, "user:a").IsZero() || l.Locked(now, "addr:1").IsZero() {
-		t.Fatal("not locked after 5 failures")
+	if ok, _ := l.Attempt(now, auth.Key{Name: "user+addr:b|1", Max: 5}); !ok {
+		t.Fatal("another user from the same address is locked too early")
 	}
-	if !l.Locked(now, "user:b", "addr:2").IsZero() {
-		t.Fatal("others locked too")
-	}
-	if !l.Locked(now.Add(16*time.Minute), "user:a").IsZero() {
+	if ok, _ := l.Attempt(now.Add(16*time.Minute), pair, addr); !ok {
 		t.Fatal("lockout did not expire")
 	}
-	l.Succeed("user:a")
-	if !l.Locked(now, "user:a").IsZero() {
-		t.Fatal("success did not clear the user")
+	// Successes give their attempts back.
+	k := auth.Key{Name: "user+addr:c|1", Max: 2}
+	for range 10 {
+		if ok, _ := l.Attempt(now, k); !ok {
+			t.Fatal("successful sign-ins were counted as failures")
+		}
+		l.Succeeded(k)
+	}
+}
+
+// TestParallelGuessesAreCounted: guesses racing each other cannot get past
+// the limit between the check and the count.
+func TestParallelGuessesAreCounted(t *testing.T) {
+	e := newEnv(t)
+	var wg sync.WaitGroup
+	var refusedFast atomic.Int32
+	for range 40 {
+		wg.Go(func() {
+			_, err := e.config().PasswordCredentialsToken(context.Background(), "alice", "wrong password!!")
+			if err != nil && strings.Contains(err.Error(), "too many failed") {
+				refusedFast.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if refusedFast.Load() < 35 {
+		t.Fatalf("only %d of 40 parallel guesses were stopped by the limit of 5", refusedFast.Load())
 	}
 }
 

@@ -25,6 +25,11 @@ type Accounts interface {
 // OAuth serves the OAuth2 token (RFC 6749) and revocation (RFC 7009)
 // endpoints.
 type OAuth struct {
+	// hashing bounds the password checks running at once (each holds
+	// 19 MiB for ~30 ms): a flood of sign-ins queues instead of eating
+	// the manager's memory.
+	hashing chan struct{}
+
 	Issuer   *Issuer
 	Accounts Accounts
 	Limiter  *Limiter
@@ -38,6 +43,7 @@ type OAuth struct {
 func (o *OAuth) Register(mux interface {
 	HandleFunc(string, func(http.ResponseWriter, *http.Request))
 }) {
+	o.hashing = make(chan struct{}, 4)
 	mux.HandleFunc("POST /oauth/token", o.token)
 	mux.HandleFunc("POST /oauth/revoke", o.revoke)
 }
@@ -136,31 +142,51 @@ func badGrant(desc string) error {
 	return &grantError{status: http.StatusBadRequest, code: "invalid_grant", desc: desc}
 }
 
+// attemptKeys are what sign-in attempts count against: quickly for one
+// name from one address, more slowly per address, and only after many
+// failures for a name from anywhere.
+func attemptKeys(kind, name, addr string) []Key {
+	return []Key{
+		{Name: kind + "+addr:" + name + "|" + addr, Max: 5},
+		{Name: "addr:" + addr, Max: 20},
+		{Name: kind + ":" + name, Max: 50},
+	}
+}
+
+func lockedOut(until time.Time) error {
+	return &grantError{status: http.StatusBadRequest, code: "invalid_grant", retryAfter: until,
+		desc: fmt.Sprintf("too many failed sign-ins for this user or from this address; try again after %s", until.UTC().Format(time.RFC3339))}
+}
+
 func (o *OAuth) password(r *http.Request, now time.Time) (Principal, error) {
 	name, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
-	if name == "" || pass == "" {
-		return Principal{}, &grantError{status: http.StatusBadRequest, code: "invalid_request", desc: "username and password are required"}
+	if name == "" || pass == "" || len(name) > 64 || len(pass) > 1024 {
+		return Principal{}, &grantError{status: http.StatusBadRequest, code: "invalid_request", desc: "username (at most 64 characters) and password are required"}
 	}
-	keys := []string{"user:" + strings.ToLower(name), "addr:" + remoteHost(r)}
-	if until := o.Limiter.Locked(now, keys...); !until.IsZero() {
-		return Principal{}, &grantError{status: http.StatusBadRequest, code: "invalid_grant", retryAfter: until,
-			desc: fmt.Sprintf("too many failed sign-ins for this user or from this address; try again after %s", until.UTC().Format(time.RFC3339))}
+	keys := attemptKeys("user", strings.ToLower(name), remoteHost(r))
+	if ok, until := o.Limiter.Attempt(now, keys...); !ok {
+		return Principal{}, lockedOut(until)
 	}
 	u, err := o.Accounts.UserByName(r.Context(), name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Principal{}, err
 	}
 	// Hash even for unknown users, so timing does not tell which exist.
+	o.hashing <- struct{}{}
 	ok := CheckPassword(u.PasswordHash, pass)
 	if err != nil {
 		CheckPassword(dummyHash, pass)
 	}
+	<-o.hashing
 	if err != nil || !ok || !u.DisabledAt.IsZero() {
-		o.Limiter.Fail(now, keys...)
-		o.audit(r, "user:"+name, "sign-in refused", http.StatusBadRequest)
+		actor := "user:" + u.Username
+		if err != nil {
+			actor = "unknown-user" // never the typed name: it may be a password
+		}
+		o.audit(r, actor, "sign-in refused", http.StatusBadRequest)
 		return Principal{}, badGrant("wrong username or password, or the user is disabled")
 	}
-	o.Limiter.Succeed(keys[0])
+	o.Limiter.Succeeded(keys...)
 	o.audit(r, "user:"+u.Username, "signed in", http.StatusOK)
 	return Principal{Subject: "user:" + u.Username, Role: u.Role}, nil
 }
@@ -177,8 +203,11 @@ func (o *OAuth) clientCredentials(r *http.Request, now time.Time) (Principal, er
 	if id == "" || sec == "" {
 		return Principal{}, &grantError{status: http.StatusUnauthorized, code: "invalid_client", desc: "client_id and client_secret are required (HTTP Basic or form)"}
 	}
-	keys := []string{"client:" + id, "addr:" + remoteHost(r)}
-	if until := o.Limiter.Locked(now, keys...); !until.IsZero() {
+	if len(id) > 64 || len(sec) > 256 {
+		return Principal{}, bad
+	}
+	keys := attemptKeys("client", id, remoteHost(r))
+	if ok, until := o.Limiter.Attempt(now, keys...); !ok {
 		bad.retryAfter = until
 		bad.desc = "too many failed attempts for this client or from this address; try again later"
 		return Principal{}, bad
@@ -188,11 +217,16 @@ func (o *OAuth) clientCredentials(r *http.Request, now time.Time) (Principal, er
 		return Principal{}, err
 	}
 	if err != nil || !secret.Equal(sec, c.SecretHash) || !c.RevokedAt.IsZero() || (!c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt)) {
-		o.Limiter.Fail(now, keys...)
+		actor := "client:" + c.ID
+		if err != nil {
+			actor = "unknown-client"
+		}
+		o.audit(r, actor, "client sign-in refused", http.StatusUnauthorized)
 		return Principal{}, bad
 	}
-	o.Limiter.Succeed(keys[0])
-	return Principal{Subject: "client:" + c.ID, Role: c.Role}, nil
+	o.Limiter.Succeeded(keys...)
+	o.audit(r, "client:"+c.ID, "client signed in", http.StatusOK)
+	return Principal{Subject: "client:" + c.ID, Role: c.Role, Expires: c.ExpiresAt}, nil
 }
 
 func (o *OAuth) refresh(r *http.Request, now time.Time) (Principal, string, error) {
@@ -203,7 +237,8 @@ func (o *OAuth) refresh(r *http.Request, now time.Time) (Principal, string, erro
 	p, family, err := o.Issuer.Rotate(r.Context(), tok, now)
 	switch {
 	case errors.Is(err, store.ErrTokenReused):
-		o.Log.Warn("a used refresh token was presented again; its grant is revoked", "remote", r.RemoteAddr, "subject", p.Subject)
+		o.Log.Warn("a used refresh token was presented again; its grant is revoked", "remote", r.RemoteAddr)
+		o.audit(r, "unknown", "reused refresh token: sign-in revoked", http.StatusBadRequest)
 		return Principal{}, "", badGrant("this refresh token was already used; every token of its sign-in is now revoked (sign in again)")
 	case errors.Is(err, store.ErrTokenInvalid):
 		return Principal{}, "", badGrant("refresh token unknown, expired or revoked; sign in again")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,8 @@ type TokenStore interface {
 type Principal struct {
 	Subject string // user:NAME or client:ID
 	Role    string
+	// Expires caps the tokens issued (an API client's expiry); zero: none.
+	Expires time.Time
 }
 
 // Tokens are what a grant returns.
@@ -41,6 +44,16 @@ type Issuer struct {
 	Store      TokenStore
 	AccessTTL  time.Duration
 	RefreshTTL time.Duration
+	// Subjects, if set, is asked on every request whether a user may
+	// still act, and with which role: disabling or demoting a user then
+	// takes effect at once, even for a token issued in the same instant.
+	Subjects Subjects
+}
+
+// Subjects knows the current state of users and token families.
+type Subjects interface {
+	UserByName(ctx context.Context, name string) (store.User, error)
+	FamilyRevoked(ctx context.Context, family string) (bool, error)
 }
 
 // Kinds of token.
@@ -63,11 +76,15 @@ func (i *Issuer) Issue(ctx context.Context, p Principal, withRefresh bool, famil
 	if err != nil {
 		return Tokens{}, err
 	}
-	t := store.OAuthToken{Hash: ahash, Kind: Access, Family: family, Subject: p.Subject, Role: p.Role, CreatedAt: now, ExpiresAt: now.Add(i.AccessTTL)}
+	exp := now.Add(i.AccessTTL)
+	if !p.Expires.IsZero() && p.Expires.Before(exp) {
+		exp = p.Expires
+	}
+	t := store.OAuthToken{Hash: ahash, Kind: Access, Family: family, Subject: p.Subject, Role: p.Role, CreatedAt: now, ExpiresAt: exp}
 	if err := i.Store.SaveOAuthToken(ctx, t); err != nil {
 		return Tokens{}, err
 	}
-	out := Tokens{Access: access, ExpiresIn: i.AccessTTL, Role: p.Role}
+	out := Tokens{Access: access, ExpiresIn: exp.Sub(now), Role: p.Role}
 	if withRefresh {
 		refresh, rhash, err := secret.New("yar")
 		if err != nil {
@@ -78,6 +95,14 @@ func (i *Issuer) Issue(ctx context.Context, p Principal, withRefresh bool, famil
 			return Tokens{}, err
 		}
 		out.Refresh = refresh
+	}
+	// A revocation of the family (logout, reuse detected) that ran while
+	// these were being issued must not miss them.
+	if i.Subjects != nil {
+		if revoked, err := i.Subjects.FamilyRevoked(ctx, family); err == nil && revoked {
+			_ = i.Store.RevokeOAuthFamily(ctx, family, now)
+			return Tokens{}, ErrUnauthenticated
+		}
 	}
 	return out, nil
 }
@@ -105,7 +130,15 @@ func (i *Issuer) Authenticate(ctx context.Context, bearer string, now time.Time)
 	if err != nil {
 		return Principal{}, fmt.Errorf("check access token: %w", err)
 	}
-	return Principal{Subject: t.Subject, Role: t.Role}, nil
+	p := Principal{Subject: t.Subject, Role: t.Role}
+	if name, ok := strings.CutPrefix(t.Subject, "user:"); ok && i.Subjects != nil {
+		u, err := i.Subjects.UserByName(ctx, name)
+		if err != nil || !u.DisabledAt.IsZero() {
+			return Principal{}, ErrUnauthenticated
+		}
+		p.Role = u.Role // the current one, not the one at sign-in
+	}
+	return p, nil
 }
 
 // Revoke ends the grant a token (access or refresh) belongs to. Unknown

@@ -267,3 +267,33 @@ func (m *manager) requestIfMatch(t *testing.T, tag, body string) response {
 	b, _ := io.ReadAll(resp.Body)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
+
+// TestAccountSafety: refused passwords are not echoed; demoting an admin
+// revokes the API clients they made; a demoted user's token loses the role
+// at once.
+func TestAccountSafety(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	r := m.request(t, http.MethodPost, "/api/v1/users", m.token, api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "tooShort1"})
+	if r.status != http.StatusUnprocessableEntity || strings.Contains(string(r.body), "tooShort1") {
+		t.Fatalf("short password: %s", r)
+	}
+	m.call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "a long enough password"}, http.StatusCreated, nil)
+	eve, err := ctl.Login(t.Context(), ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: "eve", Password: "a long enough password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cl api.APIClient
+	r = m.request(t, http.MethodPost, "/api/v1/api-clients", eve, api.APIClientCreate{Role: auth.RoleAdmin})
+	if r.status != http.StatusCreated || json.Unmarshal(r.body, &cl) != nil {
+		t.Fatalf("eve's client: %s", r)
+	}
+	role := auth.RoleAuditor
+	m.call(t, http.MethodPatch, "/api/v1/users/eve", api.UserUpdate{Role: &role}, http.StatusOK, nil)
+	if r := m.request(t, http.MethodGet, "/api/v1/users", eve, nil); r.status != http.StatusUnauthorized {
+		t.Errorf("eve's token after demotion: %s, want 401", r)
+	}
+	if r := m.form(t, "/oauth/token", "grant_type=client_credentials&client_id="+cl.ID+"&client_secret="+cl.Secret); r.status != http.StatusUnauthorized {
+		t.Errorf("eve's API client after her demotion: %s, want 401", r)
+	}
+}

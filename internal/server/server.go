@@ -155,7 +155,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
-	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL}
+	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL, Subjects: db}
 	authn := principals{issuer}
 	mux := &routes{ServeMux: http.NewServeMux()}
 	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now,

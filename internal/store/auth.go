@@ -213,7 +213,14 @@ func (db *DB) UseRefreshToken(ctx context.Context, hash string, now time.Time) (
 	var out OAuthToken
 	reused := false
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		t, err := scanOAuth(tx.QueryRowContext(ctx, db.rb("SELECT "+oauthColumns+" FROM oauth_tokens WHERE hash = ? AND kind = 'refresh'"), hash))
+		q := "SELECT " + oauthColumns + " FROM oauth_tokens WHERE hash = ? AND kind = 'refresh'"
+		if db.d.Name == "postgres" {
+			// Two requests with one refresh token must not both pass: the
+			// second waits here and then sees it used (SQLite serialises
+			// the transactions already).
+			q += " FOR UPDATE"
+		}
+		t, err := scanOAuth(tx.QueryRowContext(ctx, db.rb(q), hash))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrTokenInvalid
 		}
@@ -233,7 +240,10 @@ func (db *DB) UseRefreshToken(ctx context.Context, hash string, now time.Time) (
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrTokenInvalid
+			// Used by a concurrent request: that is reuse too.
+			reused = true
+			_, err := tx.ExecContext(ctx, db.rb("UPDATE oauth_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL"), now.UnixMicro(), t.Family)
+			return err
 		}
 		out = t
 		return nil
@@ -267,11 +277,30 @@ func (db *DB) RevokeSubjectTokens(ctx context.Context, subject string, at time.T
 	return nil
 }
 
-// AppendAudit records an audit entry.
+// FamilyRevoked reports whether any token of a family was revoked.
+func (db *DB) FamilyRevoked(ctx context.Context, family string) (bool, error) {
+	var n int
+	if err := db.db.QueryRowContext(ctx, db.rb("SELECT COUNT(*) FROM oauth_tokens WHERE family = ? AND revoked_at IS NOT NULL"), family).Scan(&n); err != nil {
+		return false, db.fail("check token family", err)
+	}
+	return n > 0, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// AppendAudit records an audit entry. Fields are clipped, so no caller can
+// make one entry large.
 func (db *DB) AppendAudit(ctx context.Context, e AuditEntry) error {
 	if e.ID == "" || e.Time.IsZero() || e.Actor == "" {
 		return fmt.Errorf("append audit entry: %w", ErrInvalid)
 	}
+	e.Actor, e.Remote, e.Route, e.Resource = clip(e.Actor, 200), clip(e.Remote, 100), clip(e.Route, 200), clip(e.Resource, 200)
+	e.Summary = clip(e.Summary, 4096)
 	if _, err := db.db.ExecContext(ctx, db.rb("INSERT INTO audit_log (id, time, actor, remote, method, route, resource, summary, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		e.ID, micros(e.Time), e.Actor, e.Remote, e.Method, e.Route, e.Resource, e.Summary, e.Status); err != nil {
 		return db.fail("append audit entry", err)
