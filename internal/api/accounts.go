@@ -247,10 +247,7 @@ func (a *API) registerAccounts() {
 		ID string `path:"id" maxLength:"64"`
 	}) (*struct{}, error) {
 		if err := a.d.Store.RevokeAPIClient(ctx, in.ID, a.d.Now()); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return nil, huma.Error409Conflict("API client " + in.ID + " is already revoked")
-			}
-			return nil, a.storeErr("API client "+in.ID, err)
+			return nil, a.changeErr("API client "+in.ID, "revoked", err)
 		}
 		return nil, nil
 	})

@@ -257,6 +257,15 @@ func (a *API) storeErr(what string, err error) error {
 	return huma.Error500InternalServerError("the manager could not complete the request; see the manager log")
 }
 
+// changeErr is storeErr for a change that may meet a resource already in
+// its final state: that conflict is said plainly ("… is already revoked").
+func (a *API) changeErr(what, already string, err error) error {
+	if errors.Is(err, store.ErrConflict) {
+		return huma.Error409Conflict(what + " is already " + already)
+	}
+	return a.storeErr(what, err)
+}
+
 func conflictText(err error) string {
 	s := err.Error()
 	if i := strings.LastIndex(s, ": "); i >= 0 {

@@ -172,10 +172,7 @@ func (a *API) registerJobs() {
 	}, func(ctx context.Context, in *jobPath) (*struct{ Body Job }, error) {
 		j, err := a.d.Jobs.Cancel(ctx, in.ID, a.d.Now())
 		if err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return nil, huma.Error409Conflict("job " + in.ID + " is already cancelled")
-			}
-			return nil, a.storeErr("job "+in.ID, err)
+			return nil, a.changeErr("job "+in.ID, "cancelled", err)
 		}
 		a.d.Log.Info("job cancelled", "job", j.ID, "by", Principal(ctx))
 		ts, err := a.d.Store.JobTargets(ctx, j.ID)

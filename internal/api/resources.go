@@ -188,10 +188,7 @@ func (a *API) registerComputers() {
 		now := a.d.Now()
 		c, err := a.d.Store.DeactivateComputer(ctx, in.ID, now)
 		if err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return nil, huma.Error409Conflict("computer " + in.ID + " is already deactivated")
-			}
-			return nil, a.storeErr("computer "+in.ID, err)
+			return nil, a.changeErr("computer "+in.ID, "deactivated", err)
 		}
 		a.d.Fleet.Add(c) // adds if unknown, then marks deactivated
 		a.d.Fleet.Deactivate(c.ID)
@@ -333,10 +330,7 @@ func (a *API) registerTokens() {
 		now := a.d.Now()
 		t, err := a.d.Store.RevokeToken(ctx, in.ID, now)
 		if err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return nil, huma.Error409Conflict("activation token " + in.ID + " is already revoked")
-			}
-			return nil, a.storeErr("activation token "+in.ID, err)
+			return nil, a.changeErr("activation token "+in.ID, "revoked", err)
 		}
 		a.d.Log.Info("activation token revoked", "token_id", t.ID, "by", Principal(ctx))
 		return &tokenOne{Body: token(t, now)}, nil
@@ -425,10 +419,7 @@ func (a *API) registerAlerts() {
 	}, func(ctx context.Context, in *alertPath) (*struct{ Body Alert }, error) {
 		x, err := a.d.Store.ClearAlert(ctx, in.ID, a.d.Now(), Principal(ctx))
 		if err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return nil, huma.Error409Conflict("alert " + in.ID + " is already cleared")
-			}
-			return nil, a.storeErr("alert "+in.ID, err)
+			return nil, a.changeErr("alert "+in.ID, "cleared", err)
 		}
 		a.d.Log.Info("alert cleared", "alert", x.ID, "type", x.Type, "by", Principal(ctx))
 		return &struct{ Body Alert }{Body: alert(x)}, nil

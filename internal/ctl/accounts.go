@@ -121,12 +121,8 @@ func whoamiCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use: "whoami", Short: "Show who you are signed in as", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var me api.Me
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/me", nil, nil, &me); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/me", nil, nil, &me); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), me, func(tw *tabwriter.Writer) {
@@ -141,12 +137,8 @@ func usersCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "list", Short: "List users", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out list[api.User]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/users", nil, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/users", nil, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -207,12 +199,8 @@ func usersCmd(g *globals) *cobra.Command {
 }
 
 func (g *globals) userCall(cmd *cobra.Command, method, path string, body any) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
 	var u api.User
-	if err := c.Do(cmd.Context(), method, path, nil, body, &u); err != nil {
+	if err := g.do(cmd, method, path, nil, body, &u); err != nil {
 		return err
 	}
 	return g.emit(cmd.OutOrStdout(), u, func(tw *tabwriter.Writer) {
@@ -225,12 +213,8 @@ func clientsCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "list", Short: "List API clients", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out list[api.APIClient]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/api-clients", nil, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/api-clients", nil, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -247,12 +231,8 @@ func clientsCmd(g *globals) *cobra.Command {
 		Example: `  yagura ctl clients create --role auditor --description "SIEM export" --expires 8760h
   curl -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials https://manager:8443/oauth/token`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var x api.APIClient
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/api-clients", nil, api.APIClientCreate{Role: role, Description: desc, ExpiresIn: expires}, &x); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/api-clients", nil, api.APIClientCreate{Role: role, Description: desc, ExpiresIn: expires}, &x); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), x, func(tw *tabwriter.Writer) {
@@ -266,11 +246,7 @@ func clientsCmd(g *globals) *cobra.Command {
 	revoke := &cobra.Command{
 		Use: "revoke CLIENT-ID", Short: "Revoke an API client and its tokens", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/api-clients/"+url.PathEscape(args[0])+"/revoke", nil, nil, nil); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/api-clients/"+url.PathEscape(args[0])+"/revoke", nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "API client %s revoked.\n", args[0])
@@ -289,10 +265,6 @@ func auditCmd(g *globals) *cobra.Command {
 		Use: "list", Short: "Show audit entries, newest first", Args: cobra.NoArgs,
 		Example: "  yagura ctl audit list --actor user:alice --since 24h",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q, err := auditQuery(actor, since)
 			if err != nil {
 				return err
@@ -301,7 +273,7 @@ func auditCmd(g *globals) *cobra.Command {
 			var out struct {
 				Items []api.AuditEntry `json:"items"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {

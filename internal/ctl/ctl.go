@@ -37,6 +37,15 @@ func (g *globals) client() (*Client, error) {
 	return NewClient(t)
 }
 
+// do calls the API for a command: sign-in, request and decoding.
+func (g *globals) do(cmd *cobra.Command, method, path string, q url.Values, in, out any) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	return c.Do(cmd.Context(), method, path, q, in, out)
+}
+
 // Command returns the `ctl` command tree.
 func Command() *cobra.Command {
 	g := &globals{getenv: os.Getenv}
@@ -143,7 +152,7 @@ func tokensCmd(g *globals) *cobra.Command {
 			}
 			var t api.Token
 			body := api.TokenCreate{Description: desc, ExpiresIn: expires, MaxUses: maxUses}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/activation-tokens", nil, body, &t); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/activation-tokens", nil, body, &t); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), t, func(tw *tabwriter.Writer) {
@@ -160,12 +169,8 @@ func tokensCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "list", Short: "List activation tokens", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out list[api.Token]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/activation-tokens", nil, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/activation-tokens", nil, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -180,12 +185,8 @@ func tokensCmd(g *globals) *cobra.Command {
 		Use: "revoke ID", Short: "Revoke an activation token", Args: cobra.ExactArgs(1),
 		Example: "  yagura ctl tokens revoke 0193a5c2-…",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var t api.Token
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/activation-tokens/"+url.PathEscape(args[0])+"/revoke", nil, nil, &t); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/activation-tokens/"+url.PathEscape(args[0])+"/revoke", nil, nil, &t); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), t, func(tw *tabwriter.Writer) {
@@ -211,16 +212,12 @@ func computersCmd(g *globals) *cobra.Command {
 		Use: "list", Short: "List computers", Args: cobra.NoArgs,
 		Example: "  yagura ctl computers list --status offline",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if status != "" {
 				q.Set("status", status)
 			}
 			var out list[api.Computer]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/computers", q, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/computers", q, nil, &out); err != nil {
 				return err
 			}
 			now := time.Now()
@@ -240,12 +237,8 @@ func computersCmd(g *globals) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show one computer", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var x api.Computer
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/computers/"+url.PathEscape(args[0]), nil, nil, &x); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/computers/"+url.PathEscape(args[0]), nil, nil, &x); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), x, func(tw *tabwriter.Writer) { showComputer(tw, &x) })
@@ -254,12 +247,8 @@ func computersCmd(g *globals) *cobra.Command {
 	deact := &cobra.Command{
 		Use: "deactivate ID", Short: "Refuse a computer's agent from now on", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var x api.Computer
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/computers/"+url.PathEscape(args[0])+"/deactivate", nil, nil, &x); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/computers/"+url.PathEscape(args[0])+"/deactivate", nil, nil, &x); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), x, func(tw *tabwriter.Writer) {
@@ -278,13 +267,9 @@ func computersCmd(g *globals) *cobra.Command {
 			if mode == "default" {
 				mode = ""
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var x api.Computer
 			body := map[string]string{"communication": mode}
-			if err := c.Do(cmd.Context(), http.MethodPatch, "/api/v1/computers/"+url.PathEscape(args[0]), nil, body, &x); err != nil {
+			if err := g.do(cmd, http.MethodPatch, "/api/v1/computers/"+url.PathEscape(args[0]), nil, body, &x); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), x, func(tw *tabwriter.Writer) {
@@ -321,10 +306,6 @@ func alertsCmd(g *globals) *cobra.Command {
 		Use: "list", Short: "List alerts (open ones by default)", Args: cobra.NoArgs,
 		Example: "  yagura ctl alerts list --state all --type computer-offline",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{"state": {state}}
 			if computer != "" {
 				q.Set("computer", computer)
@@ -333,7 +314,7 @@ func alertsCmd(g *globals) *cobra.Command {
 				q.Add("type", t)
 			}
 			var out list[api.Alert]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/alerts", q, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/alerts", q, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -354,12 +335,8 @@ func alertsCmd(g *globals) *cobra.Command {
 	clear := &cobra.Command{
 		Use: "clear ID", Short: "Clear an alert", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var a api.Alert
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/alerts/"+url.PathEscape(args[0])+"/clear", nil, nil, &a); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/alerts/"+url.PathEscape(args[0])+"/clear", nil, nil, &a); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), a, func(tw *tabwriter.Writer) {
@@ -381,10 +358,6 @@ func eventsCmd(g *globals) *cobra.Command {
 		Example: `  yagura ctl events list --computer 0193a5c2-… --since 1h
   yagura ctl events list --type events-dropped -o json`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{"limit": {strconv.Itoa(limit)}}
 			if computer != "" {
 				q.Set("computer", computer)
@@ -400,7 +373,7 @@ func eventsCmd(g *globals) *cobra.Command {
 				q.Set("since", time.Now().Add(-d).UTC().Format(time.RFC3339))
 			}
 			var out list[api.Event]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/events", q, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/events", q, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -425,12 +398,8 @@ func settingsCmd(g *globals) *cobra.Command {
 	get := &cobra.Command{
 		Use: "get", Short: "Show settings", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var m map[string]string
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/settings", nil, nil, &m); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/settings", nil, nil, &m); err != nil {
 				return err
 			}
 			return g.emitSettings(cmd.OutOrStdout(), m)
@@ -450,12 +419,8 @@ func settingsCmd(g *globals) *cobra.Command {
 				}
 				kv[strings.TrimSpace(k)] = strings.TrimSpace(v)
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var m map[string]string
-			if err := c.Do(cmd.Context(), http.MethodPatch, "/api/v1/settings", nil, kv, &m); err != nil {
+			if err := g.do(cmd, http.MethodPatch, "/api/v1/settings", nil, kv, &m); err != nil {
 				return err
 			}
 			return g.emitSettings(cmd.OutOrStdout(), m)
@@ -482,12 +447,8 @@ func caCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use: "ca", Short: "Show the manager CA fingerprint agents pin", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var ca api.CA
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/ca", nil, nil, &ca); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/ca", nil, nil, &ca); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), ca, func(tw *tabwriter.Writer) {

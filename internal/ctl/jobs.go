@@ -69,7 +69,7 @@ func jobsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var j api.Job
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/jobs", nil, body, &j); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/jobs", nil, body, &j); err != nil {
 				return err
 			}
 			if watch {
@@ -94,12 +94,8 @@ func jobsCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "list", Short: "List jobs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var out list[api.Job]
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/jobs", url.Values{"limit": {strconv.Itoa(limit)}}, nil, &out); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/jobs", url.Values{"limit": {strconv.Itoa(limit)}}, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
@@ -114,12 +110,8 @@ func jobsCmd(g *globals) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show a job and its targets", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var j api.Job
-			if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &j); err != nil {
+			if err := g.do(cmd, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &j); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), j, func(tw *tabwriter.Writer) { showJob(tw, &j) })
@@ -138,12 +130,8 @@ func jobsCmd(g *globals) *cobra.Command {
 	cancel := &cobra.Command{
 		Use: "cancel ID", Short: "Cancel a job", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			var j api.Job
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, nil, &j); err != nil {
+			if err := g.do(cmd, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, nil, &j); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), j, func(tw *tabwriter.Writer) {
@@ -187,7 +175,7 @@ func watchJob(cmd *cobra.Command, g *globals, c *Client, id string) error {
 	var bar *progressbar.ProgressBar
 	for {
 		var j api.Job
-		if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, nil, &j); err != nil {
+		if err := g.do(cmd, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, nil, &j); err != nil {
 			return err
 		}
 		if bar == nil {
