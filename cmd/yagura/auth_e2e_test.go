@@ -14,9 +14,7 @@ import (
 // TestLoginAndRoles: ctl login keeps refreshable tokens; an operator may run
 // jobs but not manage users or settings; an auditor only reads.
 func TestLoginAndRoles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	m := startManager(t, t.TempDir())
 	f, err := credentials.Load(m.creds)
 	if err != nil {

@@ -61,9 +61,7 @@ var listenRe = regexp.MustCompile(`msg="listening for the manager" component=age
 // in all three directions, and checks that the agent's port refuses a peer
 // that is not the manager.
 func TestCommunicationDirections(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	dir := t.TempDir()
 	m := startManager(t, dir)
 	// A long interval: a job arriving within seconds proves the direction's

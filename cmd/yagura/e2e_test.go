@@ -252,9 +252,7 @@ func findAlert(as []api.Alert, typ, computer string) *api.Alert {
 }
 
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	m := startManager(t, t.TempDir())
 	top := t // processes outlive the subtests that start them
 	if _, err := m.ctl(t, "settings", "set", "heartbeat.interval=1s", "heartbeat.offline_after_missed=2", "heartbeat.max_clock_drift=1m"); err != nil {
@@ -480,9 +478,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func TestDevFirstLook(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	run := func() (*proc, *credentials.File) {
 		p := startProc(t, "dev", "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")

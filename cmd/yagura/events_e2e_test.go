@@ -64,9 +64,7 @@ func checkTestEvents(t *testing.T, db *store.DB, computer string, n int, mayDrop
 }
 
 func TestEventsSurviveManagerCrashes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	const agents, each = 5, 20000
 	dir := t.TempDir()
 	m := startManager(t, dir)
@@ -117,9 +115,7 @@ func TestEventsSurviveManagerCrashes(t *testing.T) {
 }
 
 func TestEventsQueuedOffline(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	dir := t.TempDir()
 	m := startManager(t, dir)
 	addr := strings.TrimPrefix(m.url, "https://")

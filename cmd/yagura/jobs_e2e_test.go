@@ -121,9 +121,7 @@ func finishedTargets(j *api.Job) int {
 }
 
 func TestJobs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	m := startManager(t, t.TempDir())
 	// A long interval: only the long poll can make delivery fast.
 	if _, err := m.ctl(t, "settings", "set", "heartbeat.interval=30s", "heartbeat.offline_after_missed=unlimited"); err != nil {

@@ -15,6 +15,18 @@ import (
 	"github.com/yagura/yagura/internal/api"
 )
 
+// endToEnd marks a test that builds and runs the binary: -short skips it,
+// except in CI, where nothing may be skipped.
+func endToEnd(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("-short would skip the end-to-end tests, which CI must run")
+		}
+		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
+	}
+}
+
 // requireTool finds a program the test needs: in CI a missing one is a
 // failure (make test installs it), elsewhere a skip that says how to fix it.
 func requireTool(t *testing.T, name, pkg string) string {
@@ -92,9 +104,7 @@ LogLevel Connect
 }
 
 func TestThroughAuthenticatingProxy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
-	}
+	endToEnd(t)
 	proxyAddr, proxyLog := startTinyproxy(t, "yagura", "s3cret")
 	m := startManager(t, t.TempDir())
 	if _, err := m.ctl(t, "settings", "set", "heartbeat.interval=2s"); err != nil {
