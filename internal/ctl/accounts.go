@@ -302,7 +302,7 @@ func auditCmd(g *globals) *cobra.Command {
 				return err
 			}
 			q.Set("format", format)
-			resp, err := c.Stream(cmd.Context(), "/api/v1/audit/export?"+q.Encode())
+			resp, err := c.Stream(cmd.Context(), "/api/v1/audit/export", q)
 			if err != nil {
 				return err
 			}

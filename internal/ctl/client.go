@@ -270,46 +270,32 @@ func (c *Client) RevokeToken(ctx context.Context, token string) error {
 }
 
 // Stream starts a GET and returns the response for the caller to read
-// (large downloads); error answers become *APIError.
-func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.JoinPath(path).String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := c.bearer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	// Downloads may take longer than API calls.
+// (large downloads, without the API calls' timeout); error answers become
+// *APIError.
+func (c *Client) Stream(ctx context.Context, path string, query url.Values) (*http.Response, error) {
 	hc := *c.http
 	hc.Timeout = 0
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		// Query strings are passed through as given.
-		u := c.base.JoinPath(path[:i])
-		u.Path = "/" + strings.TrimLeft(u.Path, "/")
-		u.RawQuery = path[i+1:]
-		req.URL = u
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		e := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(b, e) != nil || (e.Title == "" && e.Detail == "") {
-			e.Title = strings.TrimSpace(string(b))
-		}
-		return nil, e
-	}
-	return resp, nil
+	return c.send(ctx, &hc, http.MethodGet, path, query, nil)
 }
 
 // Raw sends a request and returns the answer's body undecoded (for
 // /metrics and other non-JSON resources). Error answers become *APIError.
 func (c *Client) Raw(ctx context.Context, method, path string, query url.Values, in any) ([]byte, error) {
+	resp, err := c.send(ctx, c.http, method, path, query, in)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	return b, nil
+}
+
+// send makes an authenticated request with an optional JSON body. An
+// answer of 300 or more is read, closed and returned as *APIError.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, in any) (*http.Response, error) {
 	u := c.base.JoinPath(path)
 	u.RawQuery = query.Encode()
 	var body io.Reader
@@ -333,29 +319,26 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, pki.ErrPinMismatch) {
 			return nil, fmt.Errorf("%w: check --ca-fingerprint / the credentials file", err)
 		}
 		return nil, fmt.Errorf("cannot reach the manager at %s: %w", c.base, err)
 	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		e := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(b, e) != nil || (e.Title == "" && e.Detail == "") {
-			e.Title = strings.TrimSpace(string(b))
-			if e.Title == "" {
-				e.Title = resp.Status
-			}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &APIError{Status: resp.StatusCode}
+	if json.Unmarshal(b, e) != nil || (e.Title == "" && e.Detail == "") {
+		e.Title = strings.TrimSpace(string(b))
+		if e.Title == "" {
+			e.Title = resp.Status
 		}
-		return nil, e
 	}
-	return b, nil
+	return nil, e
 }
 
 // refreshLocked renews the access token with the refresh token, saving the

@@ -198,7 +198,7 @@ func watchJob(cmd *cobra.Command, g *globals, c *Client, id string) error {
 }
 
 func downloadFile(cmd *cobra.Command, c *Client, id, out string, force bool) error {
-	resp, err := c.Stream(cmd.Context(), "/api/v1/files/"+url.PathEscape(id))
+	resp, err := c.Stream(cmd.Context(), "/api/v1/files/"+url.PathEscape(id), nil)
 	if err != nil {
 		return err
 	}
