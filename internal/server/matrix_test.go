@@ -53,7 +53,7 @@ var matrix = map[string]string{
 
 type docOperation struct {
 	Method, Path, ID, Permission string
-	HasBody                      bool
+	HasBody, Bearer              bool // Bearer: the document declares bearer security
 }
 
 func operations(t *testing.T, m *manager) []docOperation {
@@ -71,18 +71,20 @@ func operations(t *testing.T, m *manager) []docOperation {
 	var out []docOperation
 	for path, item := range doc.Paths {
 		for method, raw := range item {
-			if !slices.Contains([]string{"get", "put", "post", "delete", "patch"}, method) {
-				continue
+			if !slices.Contains([]string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}, method) {
+				continue // path-level "parameters", "summary", …
 			}
 			var op struct {
-				OperationID string          `json:"operationId"`
-				RequestBody json.RawMessage `json:"requestBody"`
-				Permission  string          `json:"x-yagura-permission"`
+				OperationID string                `json:"operationId"`
+				RequestBody json.RawMessage       `json:"requestBody"`
+				Permission  string                `json:"x-yagura-permission"`
+				Security    []map[string][]string `json:"security"`
 			}
 			if err := json.Unmarshal(raw, &op); err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s %s: %v", method, path, err)
 			}
-			out = append(out, docOperation{strings.ToUpper(method), path, op.OperationID, op.Permission, op.RequestBody != nil})
+			bearer := slices.ContainsFunc(op.Security, func(s map[string][]string) bool { _, ok := s["bearer"]; return ok })
+			out = append(out, docOperation{strings.ToUpper(method), path, op.OperationID, op.Permission, op.RequestBody != nil, bearer})
 		}
 	}
 	return out

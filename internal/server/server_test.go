@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -323,63 +322,36 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 	t.Parallel()
 	m := newManager(t)
 
-	r := m.request(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
-	if r.status != http.StatusOK {
-		t.Fatalf("openapi.json: %s", r)
-	}
-	var doc struct {
-		Paths map[string]map[string]json.RawMessage `json:"paths"`
-	}
-	if err := json.Unmarshal(r.body, &doc); err != nil {
-		t.Fatalf("openapi.json: %v", err)
-	}
-	type operation struct {
-		OperationID string                `json:"operationId"`
-		RequestBody json.RawMessage       `json:"requestBody"`
-		Security    []map[string][]string `json:"security"`
-	}
-	methods := []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 	param := regexp.MustCompile(`\{[^}]+\}`)
-	n := 0
-	for path, item := range doc.Paths {
-		for method, raw := range item {
-			if !slices.Contains(methods, method) {
-				continue
-			}
-			var op operation
-			if err := json.Unmarshal(raw, &op); err != nil {
-				t.Fatalf("%s %s: %v", method, path, err)
-			}
-			n++
-			method := strings.ToUpper(method)
-			url := param.ReplaceAllString(path, "0191c2d0-dead-7000-8000-000000000000")
-			var body any
-			if op.RequestBody != nil {
-				body = []byte("{}")
-			}
-			t.Run(op.OperationID, func(t *testing.T) {
-				if !slices.ContainsFunc(op.Security, func(s map[string][]string) bool { _, ok := s["bearer"]; return ok }) {
-					t.Errorf("%s %s: the document does not declare bearer security", method, path)
-				}
-				for _, bearer := range []string{"", "yak_wrong", m.token + "x"} {
-					r := m.request(t, method, url, bearer, body)
-					if r.status != http.StatusUnauthorized {
-						t.Errorf("%s %s with bearer %q: got %s, want 401", method, url, bearer, r)
-						continue
-					}
-					problem(t, r)
-					if r.header.Get("WWW-Authenticate") == "" {
-						t.Errorf("%s %s: 401 without WWW-Authenticate", method, url)
-					}
-				}
-				r := m.request(t, method, url, m.token, body)
-				if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500 {
-					t.Errorf("%s %s as admin: got %s", method, url, r)
-				}
-			})
+	ops := operations(t, m)
+	for _, op := range ops {
+		url := param.ReplaceAllString(op.Path, "0191c2d0-dead-7000-8000-000000000000")
+		var body any
+		if op.HasBody {
+			body = []byte("{}")
 		}
+		t.Run(op.ID, func(t *testing.T) {
+			if !op.Bearer {
+				t.Errorf("%s %s: the document does not declare bearer security", op.Method, op.Path)
+			}
+			for _, bearer := range []string{"", "yak_wrong", m.token + "x"} {
+				r := m.request(t, op.Method, url, bearer, body)
+				if r.status != http.StatusUnauthorized {
+					t.Errorf("%s %s with bearer %q: got %s, want 401", op.Method, url, bearer, r)
+					continue
+				}
+				problem(t, r)
+				if r.header.Get("WWW-Authenticate") == "" {
+					t.Errorf("%s %s: 401 without WWW-Authenticate", op.Method, url)
+				}
+			}
+			r := m.request(t, op.Method, url, m.token, body)
+			if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500 {
+				t.Errorf("%s %s as admin: got %s", op.Method, url, r)
+			}
+		})
 	}
-	if n < 13 {
+	if n := len(ops); n < 13 {
 		t.Errorf("the document lists %d operations; want at least the 13 of the first release", n)
 	}
 
