@@ -149,16 +149,23 @@ func beat(clock time.Time) *proto.Heartbeat {
 func start(t *testing.T, s settings.Settings) (*Fleet, *memStore, context.CancelFunc, chan error) {
 	t.Helper()
 	st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
+	f, cancel, done := run(t, DefaultConfig(), st, s)
+	return f, st, cancel, done
+}
+
+// run loads a fleet from st with settings s and runs it; stop ends it.
+func run(t *testing.T, cfg Config, st *memStore, s settings.Settings) (*Fleet, context.CancelFunc, chan error) {
+	t.Helper()
 	s = full(s)
 	st.settings = s.Map() // the store is the truth the fleet syncs from
-	f := New(DefaultConfig(), st, s, quiet(), nil)
+	f := New(cfg, st, s, quiet(), nil)
 	if err := f.Load(context.Background(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	return f, st, cancel, done
+	return f, cancel, done
 }
 
 func stop(t *testing.T, cancel context.CancelFunc, done chan error) {
@@ -277,14 +284,7 @@ func TestStartGrace(t *testing.T) {
 		// A computer last seen a day ago, when the manager starts, gets a
 		// full window to beat before it is called offline.
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
-		st.settings = full(settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}).Map()
-		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
-		if err := f.Load(context.Background(), time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
+		_, cancel, done := run(t, DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2})
 		defer stop(t, cancel, done)
 		time.Sleep(5 * time.Second)
 		if open, _, _ := st.alertsOf(AlertOffline); open != 0 {
@@ -323,12 +323,7 @@ func TestPresenceFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{FlushEvery: 2 * time.Second, PersistSeenEvery: time.Minute}
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, EnrolledAt: time.Now()})
-		st.settings = full(settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}).Map()
-		f := New(cfg, st, settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3}, quiet(), nil)
-		f.Load(context.Background(), time.Now())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
+		f, cancel, done := run(t, cfg, st, settings.Settings{HeartbeatInterval: time.Second, OfflineAfterMissed: 3})
 
 		// First beat with inventory: written at the next flush.
 		f.Heartbeat("c1", beat(time.Now()), time.Now())
@@ -369,14 +364,7 @@ func TestRestartKeepsOpenAlerts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newMemStore(store.Computer{ID: "c1", State: store.ComputerActive, LastSeen: time.Now().Add(-24 * time.Hour), Hostname: "h"})
 		st.alerts = []store.Alert{{ID: "a1", Type: AlertOffline, ComputerID: "c1", RaisedAt: time.Now().Add(-23 * time.Hour)}}
-		st.settings = full(settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}).Map()
-		f := New(DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2}, quiet(), nil)
-		if err := f.Load(context.Background(), time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
+		f, cancel, done := run(t, DefaultConfig(), st, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 2})
 		defer stop(t, cancel, done)
 		time.Sleep(3 * time.Second)
 		if open, cleared, _ := st.alertsOf(AlertOffline); open != 1 || cleared != 0 {
