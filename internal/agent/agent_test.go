@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -23,11 +21,10 @@ import (
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/await"
-	"github.com/yagura/yagura/internal/credentials"
-	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/server/servertest"
 	"github.com/yagura/yagura/internal/settings"
 )
 
@@ -175,14 +172,12 @@ func TestNeedsRenewal(t *testing.T) {
 // life left against a real manager, and checks that it renews through the
 // gateway, saves the new certificate and keeps heartbeating with it.
 func TestRenewal(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg := servertest.Config(t)
 	cfg.Gateway.AgentCertValidity = time.Hour // the shortest Validate allows
-	m := startManager(t, cfg)
-	m.call(t, http.MethodPatch, "/api/v1/settings", map[string]string{settings.KeyHeartbeatInterval: "1s"}, http.StatusOK, nil)
+	m := servertest.Start(t, cfg, server.Options{Version: "test"})
+	m.Call(t, http.MethodPatch, "/api/v1/settings", map[string]string{settings.KeyHeartbeatInterval: "1s"}, http.StatusOK, nil)
 	var tok api.Token
-	m.call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{}, http.StatusCreated, &tok)
+	m.Call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{}, http.StatusCreated, &tok)
 
 	dir := t.TempDir()
 	id, err := agent.Enroll(t.Context(), agent.EnrollOptions{
@@ -277,7 +272,7 @@ func TestRenewal(t *testing.T) {
 	// The running agent keeps heartbeating with the new certificate.
 	await.Cond(t, 10*time.Second, "heartbeat after renewal", func() error {
 		var c api.Computer
-		m.call(t, http.MethodGet, "/api/v1/computers/"+id.AgentID, nil, http.StatusOK, &c)
+		m.Call(t, http.MethodGet, "/api/v1/computers/"+id.AgentID, nil, http.StatusOK, &c)
 		if c.LastSeen == nil || !c.LastSeen.After(renewedAt) || c.Status != "online" {
 			return fmt.Errorf("status %s, last seen %v", c.Status, c.LastSeen)
 		}
@@ -295,92 +290,6 @@ func TestRenewal(t *testing.T) {
 	defer client.Close()
 	if _, err := client.Heartbeat(t.Context(), &proto.Heartbeat{V: proto.Version, Seq: 1, ClockMillis: time.Now().UnixMilli()}); err != nil {
 		t.Errorf("heartbeat with the saved certificate: %v", err)
-	}
-}
-
-// manager is a manager running in this process; see internal/server's
-// tests for the fuller version.
-type manager struct {
-	*server.Info
-	client *http.Client
-	token  string // the administrator's
-}
-
-func startManager(t *testing.T, cfg server.Config) *manager {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	srv, err := server.New(cfg, server.Options{Version: "test"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("manager stopped before it was ready: %v", err)
-	}
-	tc, err := pki.PinnedClientConfig(srv.Info().CAFingerprint, "127.0.0.1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &manager{Info: srv.Info(), client: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}}
-	f, err := credentials.Load(m.CredentialsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.token, err = ctl.Login(t.Context(), ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: f.User, Password: f.Password}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		m.client.CloseIdleConnections()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("manager still running 5s after cancel")
-			<-done
-		}
-	})
-	return m
-}
-
-func (m *manager) call(t *testing.T, method, path string, in any, want int, out any) {
-	t.Helper()
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, m.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+m.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s: got %d %s, want %d", method, path, resp.StatusCode, b, want)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

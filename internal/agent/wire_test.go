@@ -16,6 +16,7 @@ import (
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/server/servertest"
 )
 
 type countConn struct {
@@ -39,11 +40,10 @@ func (c countConn) Write(b []byte) (int, error) {
 // included, counted at the socket, and holds it to a fifth of FFRI AMC's
 // polling (≈ 5.9 KB, seed 000). The figures go to docs/benchmarks.md.
 func TestWireBytes(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.HTTP.Listen = t.TempDir(), "127.0.0.1:0"
-	m := startManager(t, cfg)
+	cfg := servertest.Config(t)
+	m := servertest.Start(t, cfg, server.Options{Version: "test"})
 	var tok api.Token
-	m.call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{MaxUses: 1}, http.StatusCreated, &tok)
+	m.Call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{MaxUses: 1}, http.StatusCreated, &tok)
 
 	var n atomic.Int64
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {

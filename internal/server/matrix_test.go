@@ -14,6 +14,7 @@ import (
 	"github.com/yagura/yagura/internal/auth"
 	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/secret"
+	"github.com/yagura/yagura/internal/server/servertest"
 	"github.com/yagura/yagura/internal/store"
 )
 
@@ -58,14 +59,14 @@ type docOperation struct {
 
 func operations(t *testing.T, m *manager) []docOperation {
 	t.Helper()
-	r := m.request(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
-	if r.status != http.StatusOK {
+	r := m.Request(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
+	if r.Status != http.StatusOK {
 		t.Fatalf("openapi.json: %s", r)
 	}
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
 	}
-	if err := json.Unmarshal(r.body, &doc); err != nil {
+	if err := json.Unmarshal(r.Body, &doc); err != nil {
 		t.Fatal(err)
 	}
 	var out []docOperation
@@ -98,14 +99,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 	m := newManager(t)
 	ctx := t.Context()
 	login := func(user, role string) string {
-		m.call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: user, Role: role, Password: "a long enough password"}, http.StatusCreated, nil)
+		m.Call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: user, Role: role, Password: "a long enough password"}, http.StatusCreated, nil)
 		tok, err := ctl.Login(ctx, ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: user, Password: "a long enough password"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
-	roles := map[string]string{auth.RoleAdmin: m.token, auth.RoleOperator: login("olivia", auth.RoleOperator), auth.RoleAuditor: login("audrey", auth.RoleAuditor)}
+	roles := map[string]string{auth.RoleAdmin: m.Token, auth.RoleOperator: login("olivia", auth.RoleOperator), auth.RoleAuditor: login("audrey", auth.RoleAuditor)}
 
 	// An expired and a revoked admin token.
 	expired, hash, _ := secret.New("yaa")
@@ -113,8 +114,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		CreatedAt: time.Now().Add(-48 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	revoked := adminToken(t, m.Info)
-	if r := m.form(t, "/oauth/revoke", "token="+revoked); r.status != http.StatusOK {
+	revoked := servertest.AdminToken(t, m.Info)
+	if r := m.form(t, "/oauth/revoke", "token="+revoked); r.Status != http.StatusOK {
 		t.Fatalf("revoke: %s", r)
 	}
 
@@ -138,18 +139,18 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 		t.Run(op.ID, func(t *testing.T) {
 			for name, bearer := range map[string]string{"no token": "", "expired token": expired, "revoked token": revoked} {
-				if r := m.request(t, op.Method, url, bearer, body); r.status != http.StatusUnauthorized {
+				if r := m.Request(t, op.Method, url, bearer, body); r.Status != http.StatusUnauthorized {
 					t.Errorf("%s: got %s, want 401", name, r)
 				}
 			}
 			// Admin last: its calls may change state the others' checks
 			// do not depend on, but keep the refusals first.
 			for _, role := range []string{auth.RoleAuditor, auth.RoleOperator, auth.RoleAdmin} {
-				r := m.request(t, op.Method, url, roles[role], body)
+				r := m.Request(t, op.Method, url, roles[role], body)
 				switch allowed := auth.Allowed(role, perm); {
-				case allowed && (r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500):
+				case allowed && (r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden || r.Status >= 500):
 					t.Errorf("%s (may %s): got %s", role, perm, r)
-				case !allowed && r.status != http.StatusForbidden:
+				case !allowed && r.Status != http.StatusForbidden:
 					t.Errorf("%s (may not %s): got %s, want 403", role, perm, r)
 				}
 			}
@@ -199,16 +200,16 @@ func TestRoutesMatchDocument(t *testing.T) {
 }
 
 // form posts an urlencoded form without credentials (the OAuth endpoints).
-func (m *manager) form(t *testing.T, path, form string) response {
+func (m *manager) form(t *testing.T, path, form string) servertest.Response {
 	t.Helper()
-	resp, err := m.client.Post(m.URL+path, "application/x-www-form-urlencoded", strings.NewReader(form))
+	resp, err := m.Client.Post(m.URL+path, "application/x-www-form-urlencoded", strings.NewReader(form))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var b []byte
 	b, _ = io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return servertest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
 // TestConcurrentUpdate: two administrators change the settings from the
@@ -216,19 +217,19 @@ func (m *manager) form(t *testing.T, path, form string) response {
 func TestConcurrentUpdate(t *testing.T) {
 	t.Parallel()
 	m := newManager(t)
-	r := m.request(t, http.MethodGet, "/api/v1/settings", m.token, nil)
-	tag := r.header.Get("ETag")
-	if r.status != http.StatusOK || tag == "" {
+	r := m.Request(t, http.MethodGet, "/api/v1/settings", m.Token, nil)
+	tag := r.Header.Get("ETag")
+	if r.Status != http.StatusOK || tag == "" {
 		t.Fatalf("GET settings: %s, ETag %q", r, tag)
 	}
 	results := make(chan int, 2)
 	for _, interval := range []string{"30s", "45s"} {
 		go func() {
 			req, _ := http.NewRequest(http.MethodPatch, m.URL+"/api/v1/settings", strings.NewReader(`{"heartbeat.interval":"`+interval+`"}`))
-			req.Header.Set("Authorization", "Bearer "+m.token)
+			req.Header.Set("Authorization", "Bearer "+m.Token)
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("If-Match", tag)
-			resp, err := m.client.Do(req)
+			resp, err := m.Client.Do(req)
 			if err != nil {
 				results <- 0
 				return
@@ -243,31 +244,31 @@ func TestConcurrentUpdate(t *testing.T) {
 		t.Fatalf("statuses %v, want one 200 and one 412", got)
 	}
 	// The stale tag stays refused; the new one works.
-	if r := m.requestIfMatch(t, tag, `{"heartbeat.interval":"20s"}`); r.status != http.StatusPreconditionFailed {
+	if r := m.requestIfMatch(t, tag, `{"heartbeat.interval":"20s"}`); r.Status != http.StatusPreconditionFailed {
 		t.Errorf("stale ETag: %s", r)
 	}
-	fresh := m.request(t, http.MethodGet, "/api/v1/settings", m.token, nil).header.Get("ETag")
+	fresh := m.Request(t, http.MethodGet, "/api/v1/settings", m.Token, nil).Header.Get("ETag")
 	if fresh == tag {
 		t.Fatal("ETag did not change")
 	}
-	if r := m.requestIfMatch(t, fresh, `{"heartbeat.interval":"20s"}`); r.status != http.StatusOK {
+	if r := m.requestIfMatch(t, fresh, `{"heartbeat.interval":"20s"}`); r.Status != http.StatusOK {
 		t.Errorf("fresh ETag: %s", r)
 	}
 }
 
-func (m *manager) requestIfMatch(t *testing.T, tag, body string) response {
+func (m *manager) requestIfMatch(t *testing.T, tag, body string) servertest.Response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPatch, m.URL+"/api/v1/settings", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+m.token)
+	req.Header.Set("Authorization", "Bearer "+m.Token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("If-Match", tag)
-	resp, err := m.client.Do(req)
+	resp, err := m.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return servertest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
 // TestAccountSafety: refused passwords are not echoed; demoting an admin
@@ -276,26 +277,26 @@ func (m *manager) requestIfMatch(t *testing.T, tag, body string) response {
 func TestAccountSafety(t *testing.T) {
 	t.Parallel()
 	m := newManager(t)
-	r := m.request(t, http.MethodPost, "/api/v1/users", m.token, api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "tooShort1"})
-	if r.status != http.StatusUnprocessableEntity || strings.Contains(string(r.body), "tooShort1") {
+	r := m.Request(t, http.MethodPost, "/api/v1/users", m.Token, api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "tooShort1"})
+	if r.Status != http.StatusUnprocessableEntity || strings.Contains(string(r.Body), "tooShort1") {
 		t.Fatalf("short password: %s", r)
 	}
-	m.call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "a long enough password"}, http.StatusCreated, nil)
+	m.Call(t, http.MethodPost, "/api/v1/users", api.UserCreate{Username: "eve", Role: auth.RoleAdmin, Password: "a long enough password"}, http.StatusCreated, nil)
 	eve, err := ctl.Login(t.Context(), ctl.Target{URL: m.URL, CAFingerprint: m.CAFingerprint, User: "eve", Password: "a long enough password"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cl api.APIClient
-	r = m.request(t, http.MethodPost, "/api/v1/api-clients", eve, api.APIClientCreate{Role: auth.RoleAdmin})
-	if r.status != http.StatusCreated || json.Unmarshal(r.body, &cl) != nil {
+	r = m.Request(t, http.MethodPost, "/api/v1/api-clients", eve, api.APIClientCreate{Role: auth.RoleAdmin})
+	if r.Status != http.StatusCreated || json.Unmarshal(r.Body, &cl) != nil {
 		t.Fatalf("eve's client: %s", r)
 	}
 	role := auth.RoleAuditor
-	m.call(t, http.MethodPatch, "/api/v1/users/eve", api.UserUpdate{Role: &role}, http.StatusOK, nil)
-	if r := m.request(t, http.MethodGet, "/api/v1/users", eve, nil); r.status != http.StatusUnauthorized {
+	m.Call(t, http.MethodPatch, "/api/v1/users/eve", api.UserUpdate{Role: &role}, http.StatusOK, nil)
+	if r := m.Request(t, http.MethodGet, "/api/v1/users", eve, nil); r.Status != http.StatusUnauthorized {
 		t.Errorf("eve's token after demotion: %s, want 401", r)
 	}
-	if r := m.form(t, "/oauth/token", "grant_type=client_credentials&client_id="+cl.ID+"&client_secret="+cl.Secret); r.status != http.StatusUnauthorized {
+	if r := m.form(t, "/oauth/token", "grant_type=client_credentials&client_id="+cl.ID+"&client_secret="+cl.Secret); r.Status != http.StatusUnauthorized {
 		t.Errorf("eve's API client after her demotion: %s, want 401", r)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -25,198 +24,55 @@ import (
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/credentials"
-	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/server/servertest"
 	"github.com/yagura/yagura/internal/settings"
 )
 
-// manager is a manager running in this process on a loopback port, with an
-// HTTPS client that pins its CA.
-type manager struct {
-	*server.Info
-	cfg    server.Config
-	client *http.Client
-	// token is the administrator's access token (password grant with the
-	// credentials file).
-	token string
-	// stop cancels Run and checks that it returns nil within a few seconds.
-	// It is idempotent and also runs at cleanup.
-	stop func()
-}
-
-// testConfig is a manager configuration with its own data folder and port.
-func testConfig(t *testing.T) server.Config {
-	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Store.Driver = "sqlite"
-	return cfg
-}
+// manager is a manager running in this process on a loopback port.
+type manager struct{ *servertest.Manager }
 
 func newManager(t *testing.T) *manager {
 	t.Helper()
-	return startManager(t, testConfig(t), server.Options{Version: "test"})
+	return startManager(t, servertest.Config(t), server.Options{Version: "test"})
 }
 
 func startManager(t *testing.T, cfg server.Config, opts server.Options) *manager {
 	t.Helper()
-	srv, err := server.New(cfg, opts, testLogger(t))
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("manager stopped before it was ready: %v", err)
-	case <-time.After(15 * time.Second):
-		cancel()
-		t.Fatal("manager not ready after 15s")
-	}
-	info := srv.Info()
-	m := &manager{Info: info, cfg: cfg, client: pinnedClient(t, info.CAFingerprint)}
-	m.token = adminToken(t, info)
-	var once sync.Once
-	m.stop = func() {
-		once.Do(func() {
-			cancel()
-			m.client.CloseIdleConnections()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("manager Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("manager still running 5s after cancel")
-				<-done // do not let it log into a finished test
-			}
-		})
-	}
-	t.Cleanup(m.stop)
-	return m
-}
-
-// adminToken signs in as admin with the credentials file the manager wrote.
-func adminToken(t *testing.T, info *server.Info) string {
-	t.Helper()
-	f, err := credentials.Load(info.CredentialsPath)
-	if err != nil {
-		t.Fatalf("credentials file: %v", err)
-	}
-	tok, err := ctl.Login(t.Context(), ctl.Target{URL: info.URL, CAFingerprint: info.CAFingerprint, User: f.User, Password: f.Password, From: "test"})
-	if err != nil {
-		t.Fatalf("sign in as admin: %v", err)
-	}
-	return tok
+	return &manager{servertest.Start(t, cfg, opts)}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-func pinnedClient(t *testing.T, fingerprint string) *http.Client {
-	t.Helper()
-	tc, err := pki.PinnedClientConfig(fingerprint, "127.0.0.1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
-}
-
-// response is an HTTP answer, read whole.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r response) String() string { return fmt.Sprintf("%d %.500s", r.status, r.body) }
-
-// request sends body (nil: none; []byte: as is; anything else: as JSON)
-// with the given bearer credential ("": none).
-func (m *manager) request(t *testing.T, method, path, bearer string, body any) response {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, m.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// call is an administrator's API call that must answer want; the body is
-// decoded into out when out is not nil.
-func (m *manager) call(t *testing.T, method, path string, body any, want int, out any) response {
-	t.Helper()
-	r := m.request(t, method, path, m.token, body)
-	if r.status != want {
-		t.Fatalf("%s %s: got %s, want status %d", method, path, r, want)
-	}
-	if out != nil {
-		if err := json.Unmarshal(r.body, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, r.body, err)
-		}
-	}
-	return r
-}
-
 // problem decodes an RFC 9457 problem, checking its media type.
-func problem(t *testing.T, r response) map[string]any {
+func problem(t *testing.T, r servertest.Response) map[string]any {
 	t.Helper()
-	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
 		t.Errorf("Content-Type %q, want application/problem+json (%s)", ct, r)
 	}
 	var p map[string]any
-	if err := json.Unmarshal(r.body, &p); err != nil {
-		t.Fatalf("problem body %s: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("problem body %s: %v", r.Body, err)
 	}
-	if got, _ := p["status"].(float64); int(got) != r.status {
-		t.Errorf("problem status %v, response status %d", p["status"], r.status)
+	if got, _ := p["status"].(float64); int(got) != r.Status {
+		t.Errorf("problem status %v, response status %d", p["status"], r.Status)
 	}
 	return p
 }
 
 func (m *manager) settings(t *testing.T, kv map[string]string) {
 	t.Helper()
-	m.call(t, http.MethodPatch, "/api/v1/settings", kv, http.StatusOK, nil)
+	m.Call(t, http.MethodPatch, "/api/v1/settings", kv, http.StatusOK, nil)
 }
 
 func (m *manager) createToken(t *testing.T, body api.TokenCreate) api.Token {
 	t.Helper()
 	var tok api.Token
-	m.call(t, http.MethodPost, "/api/v1/activation-tokens", body, http.StatusCreated, &tok)
+	m.Call(t, http.MethodPost, "/api/v1/activation-tokens", body, http.StatusCreated, &tok)
 	if tok.Token == "" || tok.ID == "" {
 		t.Fatalf("created token without secret or ID: %+v", tok)
 	}
@@ -226,14 +82,14 @@ func (m *manager) createToken(t *testing.T, body api.TokenCreate) api.Token {
 func (m *manager) computer(t *testing.T, id string) api.Computer {
 	t.Helper()
 	var c api.Computer
-	m.call(t, http.MethodGet, "/api/v1/computers/"+id, nil, http.StatusOK, &c)
+	m.Call(t, http.MethodGet, "/api/v1/computers/"+id, nil, http.StatusOK, &c)
 	return c
 }
 
 func (m *manager) alerts(t *testing.T, query string) []api.Alert {
 	t.Helper()
 	var out struct{ Items []api.Alert }
-	m.call(t, http.MethodGet, "/api/v1/alerts?"+query, nil, http.StatusOK, &out)
+	m.Call(t, http.MethodGet, "/api/v1/alerts?"+query, nil, http.StatusOK, &out)
 	return out.Items
 }
 
@@ -334,19 +190,19 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 			if !op.Bearer {
 				t.Errorf("%s %s: the document does not declare bearer security", op.Method, op.Path)
 			}
-			for _, bearer := range []string{"", "yak_wrong", m.token + "x"} {
-				r := m.request(t, op.Method, url, bearer, body)
-				if r.status != http.StatusUnauthorized {
+			for _, bearer := range []string{"", "yak_wrong", m.Token + "x"} {
+				r := m.Request(t, op.Method, url, bearer, body)
+				if r.Status != http.StatusUnauthorized {
 					t.Errorf("%s %s with bearer %q: got %s, want 401", op.Method, url, bearer, r)
 					continue
 				}
 				problem(t, r)
-				if r.header.Get("WWW-Authenticate") == "" {
+				if r.Header.Get("WWW-Authenticate") == "" {
 					t.Errorf("%s %s: 401 without WWW-Authenticate", op.Method, url)
 				}
 			}
-			r := m.request(t, op.Method, url, m.token, body)
-			if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden || r.status >= 500 {
+			r := m.Request(t, op.Method, url, m.Token, body)
+			if r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden || r.Status >= 500 {
 				t.Errorf("%s %s as admin: got %s", op.Method, url, r)
 			}
 		})
@@ -356,10 +212,10 @@ func TestEveryOperationRequiresAuth(t *testing.T) {
 	}
 
 	// Other schemes and a bare "Bearer" are not credentials.
-	for _, auth := range []string{"Basic " + m.token, "Bearer", "Bearer ", "bearer"} {
+	for _, auth := range []string{"Basic " + m.Token, "Bearer", "Bearer ", "bearer"} {
 		req, _ := http.NewRequest(http.MethodGet, m.URL+"/api/v1/computers", nil)
 		req.Header.Set("Authorization", auth)
-		resp, err := m.client.Do(req)
+		resp, err := m.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -374,17 +230,17 @@ func TestMetricsAndProbes(t *testing.T) {
 	t.Parallel()
 	m := newManager(t)
 	for _, bearer := range []string{"", "yak_wrong"} {
-		if r := m.request(t, http.MethodGet, "/metrics", bearer, nil); r.status != http.StatusUnauthorized {
+		if r := m.Request(t, http.MethodGet, "/metrics", bearer, nil); r.Status != http.StatusUnauthorized {
 			t.Errorf("/metrics with bearer %q: got %s, want 401", bearer, r)
 		}
 	}
-	r := m.request(t, http.MethodGet, "/metrics", m.token, nil)
-	if r.status != http.StatusOK || !bytes.Contains(r.body, []byte("yagura_computers{")) {
+	r := m.Request(t, http.MethodGet, "/metrics", m.Token, nil)
+	if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("yagura_computers{")) {
 		t.Errorf("/metrics as admin: got %s", r)
 	}
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready"} {
-		r := m.request(t, http.MethodGet, path, "", nil)
-		if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != want {
+		r := m.Request(t, http.MethodGet, path, "", nil)
+		if r.Status != http.StatusOK || strings.TrimSpace(string(r.Body)) != want {
 			t.Errorf("%s: got %s, want 200 %s", path, r, want)
 		}
 	}
@@ -435,7 +291,7 @@ func TestTokensAndEnrolment(t *testing.T) {
 	}
 	refused(tok.Token, proto.CodeTokenUsedUp)
 	var got api.Token
-	m.call(t, http.MethodGet, "/api/v1/activation-tokens/"+tok.ID, nil, http.StatusOK, &got)
+	m.Call(t, http.MethodGet, "/api/v1/activation-tokens/"+tok.ID, nil, http.StatusOK, &got)
 	if got.Uses != 2 || got.State != "used-up" || got.Token != "" {
 		t.Errorf("token after two uses: %+v", got)
 	}
@@ -443,12 +299,12 @@ func TestTokensAndEnrolment(t *testing.T) {
 	refused("yat_"+strings.Repeat("a", 32), proto.CodeTokenUnknown)
 
 	revoked := m.createToken(t, api.TokenCreate{})
-	m.call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusOK, &got)
+	m.Call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusOK, &got)
 	if got.State != "revoked" || got.RevokedAt == nil {
 		t.Errorf("revoked token: %+v", got)
 	}
 	refused(revoked.Token, proto.CodeTokenRevoked)
-	problem(t, m.call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusConflict, nil))
+	problem(t, m.Call(t, http.MethodPost, "/api/v1/activation-tokens/"+revoked.ID+"/revoke", nil, http.StatusConflict, nil))
 
 	// Re-enrolment.
 	again := m.createToken(t, api.TokenCreate{})
@@ -475,7 +331,7 @@ func TestTokensAndEnrolment(t *testing.T) {
 		time.Sleep(d + 100*time.Millisecond)
 	}
 	refused(short.Token, proto.CodeTokenExpired)
-	m.call(t, http.MethodGet, "/api/v1/activation-tokens/"+short.ID, nil, http.StatusOK, &got)
+	m.Call(t, http.MethodGet, "/api/v1/activation-tokens/"+short.ID, nil, http.StatusOK, &got)
 	if got.State != "expired" || got.Uses != 0 {
 		t.Errorf("expired token: %+v", got)
 	}
@@ -496,7 +352,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 		return nil
 	})
 	var list struct{ Items []api.Computer }
-	m.call(t, http.MethodGet, "/api/v1/computers?status=online", nil, http.StatusOK, &list)
+	m.Call(t, http.MethodGet, "/api/v1/computers?status=online", nil, http.StatusOK, &list)
 	if len(list.Items) != 1 || list.Items[0].ID != id.AgentID {
 		t.Fatalf("online computers: %+v", list.Items)
 	}
@@ -533,7 +389,7 @@ func TestHeartbeatsAndLiveness(t *testing.T) {
 	runAgent(t, agent.Config{DataDir: dir, Version: "test"})
 	await.Cond(t, 10*time.Second, "offline alert cleared", func() error {
 		var a api.Alert
-		m.call(t, http.MethodGet, "/api/v1/alerts/"+offline.ID, nil, http.StatusOK, &a)
+		m.Call(t, http.MethodGet, "/api/v1/alerts/"+offline.ID, nil, http.StatusOK, &a)
 		if a.Open {
 			return errors.New("still open")
 		}
@@ -583,15 +439,15 @@ func TestClockDrift(t *testing.T) {
 	}
 
 	var cleared api.Alert
-	m.call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusOK, &cleared)
+	m.Call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusOK, &cleared)
 	if cleared.Open || cleared.ClearedBy != "admin" || cleared.ClearedAt == nil {
 		t.Errorf("cleared alert: %+v", cleared)
 	}
-	p := problem(t, m.call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusConflict, nil))
+	p := problem(t, m.Call(t, http.MethodPost, "/api/v1/alerts/"+drift.ID+"/clear", nil, http.StatusConflict, nil))
 	if !strings.Contains(fmt.Sprint(p["detail"]), "already cleared") {
 		t.Errorf("second clear: %v", p)
 	}
-	problem(t, m.call(t, http.MethodPost, "/api/v1/alerts/0191c2d0-dead-7000-8000-000000000000/clear", nil, http.StatusNotFound, nil))
+	problem(t, m.Call(t, http.MethodPost, "/api/v1/alerts/0191c2d0-dead-7000-8000-000000000000/clear", nil, http.StatusNotFound, nil))
 }
 
 func TestDeactivation(t *testing.T) {
@@ -606,7 +462,7 @@ func TestDeactivation(t *testing.T) {
 		t.Fatalf("heartbeat before deactivation: %v", err)
 	}
 	var c api.Computer
-	m.call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusOK, &c)
+	m.Call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusOK, &c)
 	if c.State != "deactivated" || c.Status != "deactivated" || c.DeactivatedAt == nil {
 		t.Errorf("deactivated computer: %+v", c)
 	}
@@ -620,8 +476,8 @@ func TestDeactivation(t *testing.T) {
 	_, err = client.Renew(ctx, &proto.RenewRequest{V: proto.Version, CSR: string(csr)})
 	wantProblemCode(t, err, http.StatusForbidden, proto.CodeAgentDeactivate)
 
-	problem(t, m.call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusConflict, nil))
-	problem(t, m.call(t, http.MethodPost, "/api/v1/computers/0191c2d0-dead-7000-8000-000000000000/deactivate", nil, http.StatusNotFound, nil))
+	problem(t, m.Call(t, http.MethodPost, "/api/v1/computers/"+id.AgentID+"/deactivate", nil, http.StatusConflict, nil))
+	problem(t, m.Call(t, http.MethodPost, "/api/v1/computers/0191c2d0-dead-7000-8000-000000000000/deactivate", nil, http.StatusNotFound, nil))
 
 	anonymous := m.agentClient(t, nil)
 	_, err = anonymous.Heartbeat(ctx, heartbeat())
@@ -634,7 +490,7 @@ func TestSettingsValidation(t *testing.T) {
 	t.Parallel()
 	m := newManager(t)
 	var before map[string]string
-	m.call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &before)
+	m.Call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &before)
 	if diff := cmp.Diff(before, settings.Default().Map()); diff != "" {
 		t.Fatalf("initial settings (-got +want)\n%s", diff)
 	}
@@ -655,23 +511,23 @@ func TestSettingsValidation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := m.call(t, http.MethodPatch, "/api/v1/settings", tc.changes, http.StatusUnprocessableEntity, nil)
+			r := m.Call(t, http.MethodPatch, "/api/v1/settings", tc.changes, http.StatusUnprocessableEntity, nil)
 			problem(t, r)
 			var p struct {
 				Detail string
 				Errors []struct{ Message, Location string }
 			}
-			if err := json.Unmarshal(r.body, &p); err != nil || len(p.Errors) == 0 {
-				t.Fatalf("problem %s: %v", r.body, err)
+			if err := json.Unmarshal(r.Body, &p); err != nil || len(p.Errors) == 0 {
+				t.Fatalf("problem %s: %v", r.Body, err)
 			}
 			if !strings.Contains(p.Errors[0].Message, `"`+tc.key+`"`) {
-				t.Errorf("problem does not name %q: %s", tc.key, r.body)
+				t.Errorf("problem does not name %q: %s", tc.key, r.Body)
 			}
 		})
 	}
 
 	var after map[string]string
-	m.call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &after)
+	m.Call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &after)
 	if diff := cmp.Diff(after, before); diff != "" {
 		t.Errorf("settings changed by refused updates (-got +want)\n%s", diff)
 	}
@@ -685,7 +541,7 @@ func TestSettingsValidation(t *testing.T) {
 
 	// A good change is stored and effective.
 	var got map[string]string
-	m.call(t, http.MethodPatch, "/api/v1/settings", map[string]string{settings.KeyOfflineAfter: "unlimited"}, http.StatusOK, &got)
+	m.Call(t, http.MethodPatch, "/api/v1/settings", map[string]string{settings.KeyOfflineAfter: "unlimited"}, http.StatusOK, &got)
 	if got[settings.KeyOfflineAfter] != "unlimited" || got[settings.KeyHeartbeatInterval] != before[settings.KeyHeartbeatInterval] {
 		t.Errorf("after a good change: %v", got)
 	}
@@ -693,7 +549,7 @@ func TestSettingsValidation(t *testing.T) {
 
 func TestRestart(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
+	cfg := servertest.Config(t)
 	m := startManager(t, cfg, server.Options{})
 	if m.AdminPassword == "" {
 		t.Fatal("first start created no administrator")
@@ -704,7 +560,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	fingerprint := m.CAFingerprint
-	m.stop()
+	m.Stop()
 
 	m2 := startManager(t, cfg, server.Options{})
 	if m2.CAFingerprint != fingerprint {
@@ -721,11 +577,11 @@ func TestRestart(t *testing.T) {
 		t.Errorf("credentials file: url %s fp %s, want %s %s and the first password", f.URL, f.CAFingerprint, m2.URL, fingerprint)
 	}
 	// Tokens issued before the restart still work: they are in the store.
-	if r := m2.request(t, http.MethodGet, "/api/v1/computers", m.token, nil); r.status != http.StatusOK {
+	if r := m2.Request(t, http.MethodGet, "/api/v1/computers", m.Token, nil); r.Status != http.StatusOK {
 		t.Errorf("token from before the restart: %s", r)
 	}
 	var list struct{ Items []api.Computer }
-	m2.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, &list)
+	m2.Call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, &list)
 	if len(list.Items) != 1 || list.Items[0].ID != id.AgentID || list.Items[0].LastSeen == nil {
 		t.Errorf("computers after restart: %+v", list.Items)
 	}
@@ -733,7 +589,7 @@ func TestRestart(t *testing.T) {
 	if _, err := m2.agentClient(t, id).Heartbeat(t.Context(), heartbeat()); err != nil {
 		t.Errorf("heartbeat after restart: %v", err)
 	}
-	m2.stop()
+	m2.Stop()
 
 	// --reset-admin-password replaces the password and the file; admin's
 	// old tokens stop working.
@@ -741,10 +597,10 @@ func TestRestart(t *testing.T) {
 	if m3.AdminPassword == "" || m3.AdminPassword == f.Password {
 		t.Fatalf("reset gave password %q", m3.AdminPassword)
 	}
-	if r := m3.request(t, http.MethodGet, "/api/v1/computers", m.token, nil); r.status != http.StatusUnauthorized {
+	if r := m3.Request(t, http.MethodGet, "/api/v1/computers", m.Token, nil); r.Status != http.StatusUnauthorized {
 		t.Errorf("old token after reset: got %s, want 401", r)
 	}
-	m3.call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, nil)
+	m3.Call(t, http.MethodGet, "/api/v1/computers", nil, http.StatusOK, nil)
 	if f, err := credentials.Load(m3.CredentialsPath); err != nil || f.Password != m3.AdminPassword {
 		t.Errorf("credentials file after reset: %v %v", f, err)
 	}
@@ -819,7 +675,7 @@ func TestOperatorCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg := testConfig(t)
+	cfg := servertest.Config(t)
 	cfg.HTTP.CertFile, cfg.HTTP.KeyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	if err := os.WriteFile(cfg.HTTP.CertFile, chain, 0o644); err != nil {
 		t.Fatal(err)

@@ -1,38 +1,22 @@
 package sim
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/server"
+	"github.com/yagura/yagura/internal/server/servertest"
 )
 
 // TestRun drives a real in-process manager with a few simulated agents, in
 // both modes and with both clients.
 func TestRun(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.HTTP.Listen = t.TempDir(), "127.0.0.1:0"
-	cfg.HTTP.MetricsAnonymous = false
-	srv, err := server.New(cfg, server.Options{Version: "test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	<-srv.Ready()
-	info := srv.Info()
-	target := ctl.Target{URL: info.URL, User: "admin", Password: info.AdminPassword, CAFingerprint: info.CAFingerprint, From: "test"}
+	cfg := servertest.Config(t)
+	cfg.HTTP.MetricsAnonymous = false // the simulator must sign in to read /metrics
+	m := servertest.Start(t, cfg, server.Options{Version: "test"})
+	target := ctl.Target{URL: m.URL, User: "admin", Password: m.AdminPassword, CAFingerprint: m.CAFingerprint, From: "test"}
 	state := t.TempDir()
 	tests := []struct {
 		name string
