@@ -121,6 +121,12 @@ const (
 	PermClientsWrite   = "clients:write"
 	PermAuditRead      = "audit:read"
 	PermMeRead         = "me:read"
+	PermPoliciesRead   = "policies:read"
+	PermPoliciesWrite  = "policies:write"
+	PermRulesRead      = "rules:read"
+	PermRulesWrite     = "rules:write"
+	PermListsRead      = "lists:read"
+	PermListsWrite     = "lists:write"
 )
 
 const permKey = "permission"

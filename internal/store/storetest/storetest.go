@@ -65,6 +65,9 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"OAuthTokens", testOAuthTokens},
 		{"Audit", testAudit},
 		{"UpdateSettingsIfVersion", testUpdateSettingsIf},
+		{"FirewallRules", testFirewallRules},
+		{"FirewallLists", testFirewallLists},
+		{"Policies", testPolicies},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
