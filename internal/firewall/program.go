@@ -259,6 +259,11 @@ func compileRule(r *Rule, ipLists map[int]*IPList, macLists map[int]*MACList, po
 	if c.DstPort, err = portMatch("destination", r.DestinationPortType, r.DestinationPortMultiple, r.DestinationPortListID, portLists); err != nil {
 		return c, err
 	}
+	if (c.SrcMAC != nil || c.DstMAC != nil) && c.Direction == Outgoing {
+		// The output hook runs before the next hop is resolved: the kernel
+		// cannot know the destination MAC, and the source is always ours.
+		return c, fieldErr("direction", r.Direction, "MAC addresses can be matched on incoming traffic only")
+	}
 	if (c.SrcPort != nil || c.DstPort != nil) && !portProtocols(c.Protocols) {
 		return c, fieldErr("protocol", r.Protocol, "port matches need protocol tcp, udp or tcp-udp")
 	}
