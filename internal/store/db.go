@@ -727,10 +727,19 @@ func scanComputer(s scanner) (Computer, error) {
 	var ips string
 	var enrolled, deactivated, lastSeen, notAfter sql.NullInt64
 	var uptime, offset int64
+	var policyID sql.NullInt64
+	var overrides string
 	err := s.Scan(&c.ID, &c.Hostname, &c.OS, &c.OSVersion, &c.AgentVersion, &ips, &c.State, &c.TokenID,
-		&enrolled, &deactivated, &lastSeen, &uptime, &offset, &c.CertSerial, &notAfter, &c.Communication)
+		&enrolled, &deactivated, &lastSeen, &uptime, &offset, &c.CertSerial, &notAfter, &c.Communication,
+		&policyID, &overrides, &c.Isolation)
 	if err != nil {
 		return Computer{}, err
+	}
+	c.PolicyID = int(policyID.Int64)
+	if overrides != "" && overrides != "{}" {
+		if err := json.Unmarshal([]byte(overrides), &c.Settings); err != nil {
+			return Computer{}, fmt.Errorf("computer %q: stored setting overrides: %w", c.ID, err)
+		}
 	}
 	if c.IPs, err = decodeIPs(ips); err != nil {
 		return Computer{}, err
@@ -756,7 +765,8 @@ func scanAlert(s scanner) (Alert, error) {
 const (
 	tokenColumns    = "id, hash, description, created_at, expires_at, max_uses, uses, revoked_at"
 	computerColumns = "id, hostname, os, os_version, agent_version, ips, state, token_id, " +
-		"enrolled_at, deactivated_at, last_seen, uptime, clock_offset, cert_serial, cert_not_after, communication"
+		"enrolled_at, deactivated_at, last_seen, uptime, clock_offset, cert_serial, cert_not_after, communication, " +
+		"policy_id, settings, isolation"
 	alertColumns = "id, type, severity, computer_id, message, raised_at, cleared_at, cleared_by"
 )
 

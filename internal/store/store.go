@@ -83,6 +83,12 @@ type Computer struct {
 	// Communication overrides the manager-wide direction for this computer
 	// (empty: no override).
 	Communication string
+	// PolicyID is the computer's policy (0: the default policy).
+	PolicyID int
+	// Settings are the computer's own setting overrides (policy keys).
+	Settings map[string]string
+	// Isolation is "" or "isolated", as the agent last reported it.
+	Isolation string
 }
 
 // Presence is what a heartbeat changes on a computer; the fleet monitor

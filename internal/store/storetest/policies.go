@@ -1,9 +1,138 @@
 package storetest
 
 import (
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/yagura/yagura/internal/policy"
 	"github.com/yagura/yagura/internal/store"
 )
 
-func testPolicies(t *testing.T, db *store.DB) {}
+func testPolicies(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	rev := func() int64 {
+		t.Helper()
+		n, err := db.PolicyRevision(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	r0 := rev()
+	base, err := db.CreatePolicy(ctx, policy.Policy{Name: "Base", Settings: map[string]string{policy.KeyFirewallEnabled: "on"}}, base)
+	if err != nil {
+		t.Fatalf("CreatePolicy: %v", err)
+	}
+	if base.ID == 0 || base.Version != 1 {
+		t.Fatalf("created policy: ID %d version %d, want an ID and version 1", base.ID, base.Version)
+	}
+	if rev() <= r0 {
+		t.Error("creating a policy did not bump the policy revision")
+	}
+	web, err := db.CreatePolicy(ctx, policy.Policy{Name: "Web", ParentID: base.ID, Settings: map[string]string{policy.KeyHeartbeat: "30s"}}, base.CreatedAt)
+	if err != nil {
+		t.Fatalf("CreatePolicy(child): %v", err)
+	}
+	_, err = db.CreatePolicy(ctx, policy.Policy{Name: "Web"}, base.CreatedAt)
+	checkErr(t, "CreatePolicy(duplicate name)", err, store.ErrConflict)
+	_, err = db.CreatePolicy(ctx, policy.Policy{Name: "Orphan", ParentID: 999}, base.CreatedAt)
+	checkErr(t, "CreatePolicy(unknown parent)", err, store.ErrInvalid)
+	_, err = db.CreatePolicy(ctx, policy.Policy{Name: "Ghost rule", Rules: map[int]bool{4242: true}}, base.CreatedAt)
+	checkErr(t, "CreatePolicy(unknown rule)", err, store.ErrInvalid)
+	_, err = db.CreatePolicy(ctx, policy.Policy{Name: " "}, base.CreatedAt)
+	checkErr(t, "CreatePolicy(no name)", err, store.ErrInvalid)
+
+	got, err := db.GetPolicy(ctx, web.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "GetPolicy", got, web)
+
+	// Conditional update: the right version wins, a stale one conflicts.
+	web.Settings[policy.KeyOfflineAfter] = "unlimited"
+	later := base.CreatedAt.Add(time.Minute)
+	upd, err := db.UpdatePolicy(ctx, web, 1, later)
+	if err != nil {
+		t.Fatalf("UpdatePolicy: %v", err)
+	}
+	if upd.Version != 2 || !upd.UpdatedAt.Equal(later) {
+		t.Errorf("updated policy: version %d at %v, want 2 at %v", upd.Version, upd.UpdatedAt, later)
+	}
+	_, err = db.UpdatePolicy(ctx, web, 1, later)
+	checkErr(t, "UpdatePolicy(stale version)", err, store.ErrConflict)
+	// A cycle is refused.
+	b := base
+	b.ParentID = web.ID
+	_, err = db.UpdatePolicy(ctx, b, 0, later)
+	checkErr(t, "UpdatePolicy(cycle)", err, store.ErrInvalid)
+
+	all, err := db.ListPolicies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].ID != base.ID || all[1].Settings[policy.KeyOfflineAfter] != "unlimited" {
+		t.Errorf("ListPolicies = %+v", all)
+	}
+
+	// Computers: policy and overrides; a used policy cannot be deleted.
+	c := enrol(t, db, store.Computer{ID: "pol-1", Hostname: "web01"})[0]
+	got2, err := db.SetComputerPolicy(ctx, c.ID, web.ID)
+	if err != nil || got2.PolicyID != web.ID {
+		t.Fatalf("SetComputerPolicy = %d, %v", got2.PolicyID, err)
+	}
+	_, err = db.SetComputerPolicy(ctx, c.ID, 999)
+	checkErr(t, "SetComputerPolicy(unknown policy)", err, store.ErrInvalid)
+	_, err = db.SetComputerPolicy(ctx, "nobody", web.ID)
+	checkErr(t, "SetComputerPolicy(unknown computer)", err, store.ErrNotFound)
+	got2, err = db.SetComputerOverrides(ctx, c.ID, map[string]string{policy.KeyHeartbeat: "10s"}, nil)
+	if err != nil || got2.Settings[policy.KeyHeartbeat] != "10s" {
+		t.Fatalf("SetComputerOverrides = %v, %v", got2.Settings, err)
+	}
+	err = db.DeletePolicy(ctx, base.ID)
+	checkErr(t, "DeletePolicy(has a child)", err, store.ErrConflict)
+	if err != nil && !strings.Contains(err.Error(), `policy 2 "Web"`) {
+		t.Errorf("DeletePolicy error %q should name the child policy", err)
+	}
+	err = db.DeletePolicy(ctx, web.ID)
+	checkErr(t, "DeletePolicy(has a computer)", err, store.ErrConflict)
+	if err != nil && !strings.Contains(err.Error(), "web01") {
+		t.Errorf("DeletePolicy error %q should name the computer", err)
+	}
+	if _, err := db.SetComputerPolicy(ctx, c.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeletePolicy(ctx, web.ID); err != nil {
+		t.Fatalf("DeletePolicy(unused): %v", err)
+	}
+	checkErr(t, "GetPolicy(deleted)", func() error { _, err := db.GetPolicy(ctx, web.ID); return err }(), store.ErrNotFound)
+
+	// Isolation state.
+	if err := db.SetComputerIsolation(ctx, c.ID, "isolated"); err != nil {
+		t.Fatal(err)
+	}
+	if got := getComputer(t, db, c.ID); got.Isolation != "isolated" {
+		t.Errorf("isolation = %q", got.Isolation)
+	}
+
+	// Documents by fingerprint.
+	if err := db.SavePolicyDocument(ctx, "fp1", []byte(`{"v":1}`), base.CreatedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SavePolicyDocument(ctx, "fp1", []byte(`{"v":1}`), base.CreatedAt); err != nil {
+		t.Fatalf("saving a document twice: %v", err)
+	}
+	if b, err := db.PolicyDocument(ctx, "fp1"); err != nil || string(b) != `{"v":1}` {
+		t.Errorf("PolicyDocument = %q, %v", b, err)
+	}
+	_, err = db.PolicyDocument(ctx, "nope")
+	checkErr(t, "PolicyDocument(unknown)", err, store.ErrNotFound)
+	_ = db.SavePolicyDocument(ctx, "fp2", []byte(`{}`), base.CreatedAt)
+	n, err := db.PrunePolicyDocuments(ctx, base.CreatedAt.Add(time.Second), []string{"fp2"})
+	if err != nil || n != 1 {
+		t.Errorf("PrunePolicyDocuments = %d, %v; want 1", n, err)
+	}
+	if _, err := db.PolicyDocument(ctx, "fp2"); err != nil {
+		t.Errorf("a kept document was pruned: %v", err)
+	}
+}
