@@ -91,6 +91,23 @@ type Live struct {
 	Missed      int
 	ClockOffset time.Duration
 	Uptime      time.Duration
+	// PolicyReported is the fingerprint of the configuration the agent
+	// last said it enforces; PolicyExpected the one it should.
+	PolicyReported, PolicyExpected string
+	// Isolated: the agent reports that it isolates its host.
+	Isolated bool
+}
+
+// PolicyStatus says whether the agent enforces its effective policy:
+// "up-to-date", "out-of-date", or "unknown" before it has reported.
+func (l Live) PolicyStatus() string {
+	switch {
+	case l.PolicyExpected == "" || l.PolicyReported == "":
+		return "unknown"
+	case l.PolicyReported == l.PolicyExpected:
+		return "up-to-date"
+	}
+	return "out-of-date"
 }
 
 // Reply is what the manager answers a heartbeat with.
@@ -99,6 +116,9 @@ type Reply struct {
 	SendInventory bool
 	Communication string // effective direction
 	ListenPort    int
+	// PolicyFingerprint is the configuration the agent should enforce,
+	// set only when it differs from the one the agent reported.
+	PolicyFingerprint string
 }
 
 const nShards = 64
@@ -122,9 +142,26 @@ type entry struct {
 	invDirty      bool
 	addr          string // host of the last heartbeat's connection
 	communication string // per-computer override, or ""
+	// cfg are the computer's effective settings from its policy; nil: the
+	// manager-wide settings.
+	cfg            *settings.Settings
+	policyExpected string
+	policyReported string
+	isolated       bool
+}
+
+// conf returns the settings that apply to e.
+func (e *entry) conf(global *settings.Settings) *settings.Settings {
+	if e.cfg != nil {
+		return e.cfg
+	}
+	return global
 }
 
 type alertKey struct{ typ, computer string }
+
+// driftSeen is a clock offset beyond what the computer's policy allows.
+type driftSeen struct{ offset, allowed time.Duration }
 
 // Fleet tracks every computer's liveness. Create it with New, fill it with
 // Load, then call Run; Heartbeat and the readers are safe for concurrent use.
@@ -138,7 +175,7 @@ type Fleet struct {
 	started  time.Time
 
 	driftMu sync.Mutex
-	drift   map[string]time.Duration // computer → offset seen, waiting for the loop
+	drift   map[string]driftSeen // computer → offset seen, waiting for the loop
 
 	openMu sync.RWMutex
 	open   map[alertKey]bool // open fleet alerts, refreshed from the store each tick
@@ -157,7 +194,7 @@ func New(cfg Config, st Store, s settings.Settings, log *slog.Logger, reg promet
 		store: st,
 		log:   log,
 		seed:  maphash.MakeSeed(),
-		drift: map[string]time.Duration{},
+		drift: map[string]driftSeen{},
 		open:  map[alertKey]bool{},
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "yagura_heartbeats_total", Help: "Heartbeats accepted from agents.",
@@ -190,6 +227,32 @@ func (f *Fleet) SetSettings(s settings.Settings) { f.settings.Store(&s) }
 
 // Settings returns the settings in effect.
 func (f *Fleet) Settings() settings.Settings { return *f.settings.Load() }
+
+// SetPolicy records a computer's effective settings and the fingerprint of
+// the configuration it should enforce. It reports whether the computer is
+// known.
+func (f *Fleet) SetPolicy(id, fingerprint string, s *settings.Settings) bool {
+	sh := f.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[id]
+	if ok {
+		e.policyExpected, e.cfg = fingerprint, s
+	}
+	return ok
+}
+
+// ComputerSettings returns the settings that apply to one computer.
+func (f *Fleet) ComputerSettings(id string) settings.Settings {
+	global := f.settings.Load()
+	sh := f.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e, ok := sh.m[id]; ok {
+		return *e.conf(global)
+	}
+	return *global
+}
 
 func (f *Fleet) shard(id string) *shard {
 	return &f.shards[maphash.String(f.seed, id)%nShards]
@@ -274,7 +337,7 @@ func (f *Fleet) Heartbeat(id string, hb *proto.Heartbeat, now time.Time) (Reply,
 // HeartbeatFrom is Heartbeat with the remote host the beat came from, which
 // the manager dials in bidirectional and manager-initiated modes.
 func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Time) (Reply, error) {
-	s := f.settings.Load()
+	global := f.settings.Load()
 	offset := time.UnixMilli(hb.ClockMillis).Sub(now)
 	sh := f.shard(id)
 	sh.mu.Lock()
@@ -287,7 +350,10 @@ func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Tim
 		sh.mu.Unlock()
 		return Reply{}, ErrDeactivated
 	}
+	s := e.conf(global)
 	e.lastSeen = now
+	e.policyReported = hb.PolicyFingerprint
+	e.isolated = hb.Isolated
 	e.toldInterval = s.HeartbeatInterval
 	if host != "" {
 		e.addr = host
@@ -301,12 +367,15 @@ func (f *Fleet) HeartbeatFrom(id, host string, hb *proto.Heartbeat, now time.Tim
 		e.invDirty = true
 	}
 	reply := Reply{Interval: s.HeartbeatInterval, SendInventory: !e.haveInv, Communication: effective(e, s), ListenPort: s.AgentPort}
+	if e.policyExpected != "" && e.policyExpected != hb.PolicyFingerprint {
+		reply.PolicyFingerprint = e.policyExpected
+	}
 	sh.mu.Unlock()
 
 	f.heartbeats.Inc()
 	if s.MaxClockDrift > 0 && abs(offset) > s.MaxClockDrift {
 		f.driftMu.Lock()
-		f.drift[id] = offset
+		f.drift[id] = driftSeen{offset, s.MaxClockDrift}
 		f.driftMu.Unlock()
 	}
 	return reply, nil
@@ -340,7 +409,8 @@ func (f *Fleet) Reach(id string) (Reach, bool) {
 	return f.reachLocked(e, s), true
 }
 
-func (f *Fleet) reachLocked(e *entry, s *settings.Settings) Reach {
+func (f *Fleet) reachLocked(e *entry, global *settings.Settings) Reach {
+	s := e.conf(global)
 	r := Reach{Communication: effective(e, s), LastSeen: e.lastSeen, Interval: max(s.HeartbeatInterval, e.toldInterval)}
 	// Only the address a heartbeat actually came from: an agent must not
 	// be able to point the manager at a host of its choosing.
@@ -363,7 +433,7 @@ func (f *Fleet) ManagerInitiated() map[string]Reach {
 		sh := &f.shards[i]
 		sh.mu.Lock()
 		for id, e := range sh.m {
-			if !e.deactivated && effective(e, s) == settings.ManagerInitiated {
+			if !e.deactivated && effective(e, e.conf(s)) == settings.ManagerInitiated {
 				out[id] = f.reachLocked(e, s)
 			}
 		}
@@ -393,8 +463,10 @@ func (f *Fleet) Live(id string, now time.Time) (Live, bool) {
 	return l, ok
 }
 
-func (f *Fleet) liveLocked(e *entry, s *settings.Settings, now time.Time) Live {
-	l := Live{LastSeen: e.lastSeen, ClockOffset: e.clockOffset, Uptime: e.uptime}
+func (f *Fleet) liveLocked(e *entry, global *settings.Settings, now time.Time) Live {
+	s := e.conf(global)
+	l := Live{LastSeen: e.lastSeen, ClockOffset: e.clockOffset, Uptime: e.uptime,
+		PolicyReported: e.policyReported, PolicyExpected: e.policyExpected, Isolated: e.isolated}
 	if e.deactivated {
 		l.Status = StatusDeactivated
 		return l
@@ -574,12 +646,13 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 				}
 				continue
 			}
+			es := e.conf(s)
 			switch {
-			case !isOpen && s.OfflineAfterMissed > 0:
-				if m := f.missed(e, s, now, true); m >= s.OfflineAfterMissed {
-					raise = append(raise, pendingAlert{id: id, hostname: e.inv.Hostname, missed: f.missed(e, s, now, false), lastSeen: e.lastSeen})
+			case !isOpen && es.OfflineAfterMissed > 0:
+				if m := f.missed(e, es, now, true); m >= es.OfflineAfterMissed {
+					raise = append(raise, pendingAlert{id: id, hostname: e.inv.Hostname, missed: f.missed(e, es, now, false), lastSeen: e.lastSeen})
 				}
-			case isOpen && f.missed(e, s, now, false) == 0:
+			case isOpen && f.missed(e, es, now, false) == 0:
 				clear = append(clear, pendingAlert{id: id})
 			}
 		}
@@ -589,7 +662,7 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 
 	f.driftMu.Lock()
 	drift := f.drift
-	f.drift = map[string]time.Duration{}
+	f.drift = map[string]driftSeen{}
 	f.driftMu.Unlock()
 
 	var errs []error
@@ -606,12 +679,12 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 			errs = append(errs, fmt.Errorf("clear offline alert of %s: %w", p.id, err))
 		}
 	}
-	for id, off := range drift {
+	for id, d := range drift {
 		if f.isOpen(AlertClockDrift, id) {
 			continue
 		}
 		errs = append(errs, f.raise(ctx, now, AlertClockDrift, store.SeverityWarning, id,
-			fmt.Sprintf("Computer %s clock differs from the manager's by %s (allowed %s)", name(f.hostname(id), id), off.Round(time.Second), s.MaxClockDrift)))
+			fmt.Sprintf("Computer %s clock differs from the manager's by %s (allowed %s)", name(f.hostname(id), id), d.offset.Round(time.Second), d.allowed)))
 	}
 	if len(raise)+len(clear)+len(drift) > 0 {
 		return errors.Join(append(errs, f.refreshOpen(ctx))...)

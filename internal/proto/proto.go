@@ -31,6 +31,9 @@ const (
 	PathEvents    = "/agent/v1/events"
 	PathWait      = "/agent/v1/wait"
 	PathJobStatus = "/agent/v1/jobs/status"
+	// PathPolicy returns the agent's effective configuration, or the
+	// delta from the one it holds.
+	PathPolicy = "/agent/v1/policy"
 	// PathUploads creates an upload; PathUploads + "/{id}" reports how
 	// much arrived (GET) and appends a chunk at ?offset= (PUT).
 	PathUploads = "/agent/v1/uploads"
@@ -127,6 +130,11 @@ type Heartbeat struct {
 	Inventory *Inventory `json:"inv,omitempty"`
 	// Counters are monotonically increasing agent counters by name.
 	Counters map[string]uint64 `json:"ctr,omitempty"`
+	// PolicyFingerprint is the fingerprint of the configuration the agent
+	// enforces ("" before it has received one).
+	PolicyFingerprint string `json:"pf,omitempty"`
+	// Isolated: the agent isolates its host (isolate job).
+	Isolated bool `json:"iso,omitempty"`
 }
 
 // HeartbeatResponse is the manager's answer.
@@ -144,6 +152,9 @@ type HeartbeatResponse struct {
 	// unless the agent is configured with an address of its own.
 	Communication string `json:"comm,omitempty"`
 	ListenPort    int    `json:"port,omitempty"`
+	// PolicyFingerprint is set when the agent should fetch a new
+	// configuration (PathPolicy): the fingerprint it should end up with.
+	PolicyFingerprint string `json:"pf,omitempty"`
 	// Jobs the agent has not finished, oldest first. They come again with
 	// every heartbeat until the agent reports a final status; the agent
 	// remembers what it ran and never runs a job twice.
@@ -219,6 +230,24 @@ type WaitRequest struct {
 type WaitResponse struct {
 	V    int  `json:"v"`
 	Wake bool `json:"wake"`
+}
+
+// PolicyRequest asks for the agent's effective configuration. Have is the
+// fingerprint of the one it holds, so the manager can answer with a delta.
+type PolicyRequest struct {
+	V    int    `json:"v"`
+	Have string `json:"have,omitempty"`
+}
+
+// PolicyResponse carries either the whole document (internal/policy
+// Document) or a delta from the one the agent holds (policy.Delta), and
+// the fingerprint the agent must end up with. The manager sends it gzipped
+// when the agent accepts that.
+type PolicyResponse struct {
+	V           int             `json:"v"`
+	Fingerprint string          `json:"fp"`
+	Document    json.RawMessage `json:"doc,omitempty"`
+	Delta       json.RawMessage `json:"delta,omitempty"`
 }
 
 // UploadRequest announces a file the agent is about to upload.
@@ -326,6 +355,9 @@ func (h *Heartbeat) Validate() error {
 	}
 	if h.UptimeSeconds < 0 || h.UptimeSeconds > maxUptime {
 		return fmt.Errorf("up: uptime %d s out of range", h.UptimeSeconds)
+	}
+	if len(h.PolicyFingerprint) > 64 {
+		return errors.New("pf: policy fingerprint longer than 64 bytes")
 	}
 	if len(h.Counters) > maxCounters {
 		return fmt.Errorf("ctr: %d counters, at most %d", len(h.Counters), maxCounters)
