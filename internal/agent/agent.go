@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/yagura/yagura/internal/eventq"
+	"github.com/yagura/yagura/internal/firewall"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
 )
@@ -49,6 +50,12 @@ type Config struct {
 	// manager-initiated directions; empty: every address, on the port the
 	// manager says (4118 by default).
 	Listen string
+	// Firewall enforces the policy's firewall on the host; nil: the agent
+	// tracks its policy but enforces nothing (tests, unsupported hosts).
+	Firewall Enforcer
+	// FirewallEvents, when set, is started with Run to deliver firewall
+	// events (drops, log-only matches) into the agent's event queue.
+	FirewallEvents func(ctx context.Context, emit func(firewall.Event)) error
 }
 
 // Agent is the running agent. Create it with New, then Run.
@@ -62,6 +69,7 @@ type Agent struct {
 	started time.Time
 	running runningJobs
 	dir     *direction
+	pol     policyState
 	// stop ends Run early (after an uninstall job).
 	stop        context.CancelFunc
 	uninstalled atomic.Bool
@@ -167,6 +175,26 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}()
 	a.restoreDirection(ctx)
 	defer a.dir.stopListening()
+	a.loadPolicy(ctx)
+	// The host's own rules come back when the agent stops (Deep Security
+	// does the same), on a fresh context: ctx is cancelled by then.
+	defer a.removeFirewall(context.WithoutCancel(ctx))
+	if a.cfg.FirewallEvents != nil {
+		wg.Go(func() {
+			err := a.cfg.FirewallEvents(sctx, func(e firewall.Event) {
+				sev := "warning"
+				if e.Verdict == firewall.Pass {
+					sev = "info"
+				}
+				if err := a.Emit("firewall", sev, e); err != nil {
+					a.log.Error("queue firewall event", "err", err)
+				}
+			})
+			if err != nil && sctx.Err() == nil {
+				a.log.Error("firewall events stopped", "err", err)
+			}
+		})
+	}
 	a.log.Info("agent started", "agent", a.id.AgentID, "manager", a.id.Manager, "queued_events", q.Len())
 	failures := 0
 	var refused string
@@ -286,6 +314,7 @@ func (a *Agent) beat(ctx context.Context) error {
 	if a.sentInv == nil || !a.sentInv.Equal(&inv) {
 		hb.Inventory = &inv
 	}
+	hb.PolicyFingerprint, hb.Isolated = a.policyFingerprint()
 	timeout := 30 * time.Second
 	if mode, _ := a.dir.current(); mode == managerInitiated {
 		// The "dial" waits for the manager's next call.
@@ -298,6 +327,13 @@ func (a *Agent) beat(ctx context.Context) error {
 		return err
 	}
 	a.setDirection(ctx, resp.Communication, resp.ListenPort)
+	if resp.PolicyFingerprint != "" {
+		// Failures are retried at the next heartbeat: the manager keeps
+		// announcing the fingerprint until the agent reports it.
+		if err := a.updatePolicy(ctx, resp.PolicyFingerprint); err != nil {
+			a.log.Error("policy update failed; retrying at the next heartbeat", "err", err)
+		}
+	}
 	if len(resp.Jobs) > 0 {
 		a.handleJobs(ctx, resp.Jobs)
 	}

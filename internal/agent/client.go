@@ -183,6 +183,28 @@ func (c *Client) postRaw(ctx context.Context, path string, body []byte, out any)
 const defaultTimeout = 60 * time.Second
 
 func (c *Client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	return c.doLimit(ctx, method, path, contentType, body, out, proto.MaxBody)
+}
+
+// maxPolicyBody bounds a policy response (after gzip decoding): 10,000
+// rules with their lists are a few MiB.
+const maxPolicyBody = 64 << 20
+
+// Policy fetches the agent's effective configuration, as a delta from the
+// one it holds (have) when the manager can.
+func (c *Client) Policy(ctx context.Context, have string) (*proto.PolicyResponse, error) {
+	body, err := json.Marshal(proto.PolicyRequest{V: proto.Version, Have: have})
+	if err != nil {
+		return nil, err
+	}
+	var out proto.PolicyResponse
+	if err := c.doLimit(ctx, http.MethodPost, proto.PathPolicy, "application/json", body, &out, maxPolicyBody); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) doLimit(ctx context.Context, method, path, contentType string, body []byte, out any, limit int) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
@@ -218,7 +240,7 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 		}
 		return &ProblemError{p}
 	}
-	if err := proto.Decode(resp.Body, out); err != nil {
+	if err := proto.DecodeLimit(resp.Body, out, limit); err != nil {
 		return fmt.Errorf("manager's answer to %s: %w", path, err)
 	}
 	return nil

@@ -155,7 +155,11 @@ func (a *Agent) execute(ctx context.Context, j proto.Job) *jobRecord {
 	case proto.JobCollectLogs:
 		result, fileID, err = a.collectLogs(ctx, j)
 	case proto.JobUninstall:
-		result = map[string]string{"message": "the agent removes its identity and stops"}
+		result = map[string]string{"message": "the agent removes its firewall rules and identity, and stops"}
+	case proto.JobIsolate:
+		result, err = a.isolate(ctx, j)
+	case proto.JobRelease:
+		result, err = a.release(ctx)
 	default:
 		err = fmt.Errorf("this agent does not know job kind %q (upgrade it)", j.Kind)
 	}

@@ -36,6 +36,9 @@ type Computer struct {
 	CertNotAfter  *time.Time `json:"certificate_expires_at,omitempty"`
 	TokenID       string     `json:"activation_token_id,omitempty"`
 	Communication string     `json:"communication,omitempty" doc:"Per-computer override of agent.communication; empty: the manager-wide setting."`
+	PolicyID      int        `json:"policy_id,omitempty" doc:"The computer's policy; 0: the default policy."`
+	PolicyStatus  string     `json:"policy_status" enum:"up-to-date,out-of-date,unknown" doc:"Whether the agent reported enforcing its effective configuration."`
+	Isolated      bool       `json:"isolated" doc:"The agent reports that it isolates its host (isolate job)."`
 }
 
 func ptime(t time.Time) *time.Time {
@@ -51,7 +54,8 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 		ID: c.ID, Hostname: c.Hostname, OS: c.OS, OSVersion: c.OSVersion, AgentVersion: c.AgentVersion,
 		IPs: c.IPs, State: c.State, EnrolledAt: c.EnrolledAt.UTC(), DeactivatedAt: ptime(c.DeactivatedAt),
 		CertNotAfter: ptime(c.CertNotAfter), TokenID: c.TokenID, LastSeen: ptime(c.LastSeen), Communication: c.Communication,
-		ClockOffsetS: c.ClockOffset.Seconds(), UptimeS: int64(c.Uptime.Seconds()),
+		ClockOffsetS: c.ClockOffset.Seconds(), UptimeS: int64(c.Uptime.Seconds()), PolicyID: c.PolicyID, PolicyStatus: "unknown",
+		Isolated: c.Isolation == "isolated",
 	}
 	if out.IPs == nil {
 		out.IPs = []string{}
@@ -62,6 +66,8 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 		out.LastSeen = ptime(l.LastSeen)
 		out.ClockOffsetS = l.ClockOffset.Seconds()
 		out.UptimeS = int64(l.Uptime.Seconds())
+		out.PolicyStatus = l.PolicyStatus()
+		out.Isolated = l.Isolated
 	} else if c.State != store.ComputerActive {
 		out.Status = string(fleet.StatusDeactivated)
 	} else {
@@ -484,6 +490,7 @@ func (a *API) registerSettings() {
 			return nil, a.storeErr("settings", err)
 		}
 		a.d.Fleet.SetSettings(next)
+		a.changed()
 		a.d.Log.Info("settings changed", "by", Principal(ctx), "changes", in.Body)
 		note(ctx, "settings", in.Body)
 		return &settingsOut{ETag: etag(v), Body: next.Map()}, nil

@@ -77,8 +77,10 @@ type Gateway struct {
 	store Store
 	fleet Fleet
 	jobs  Jobs
-	log   *slog.Logger
-	now   func() time.Time
+	// policies answers policy requests; set with SetPolicies.
+	policies Policies
+	log      *slog.Logger
+	now      func() time.Time
 
 	enrolments *prometheus.CounterVec
 	refusals   *prometheus.CounterVec
@@ -111,6 +113,9 @@ func New(cfg Config, ca *pki.CA, st Store, fl Fleet, jobs Jobs, log *slog.Logger
 	return g
 }
 
+// SetPolicies enables the policy endpoint.
+func (g *Gateway) SetPolicies(p Policies) { g.policies = p }
+
 // Mux is where routes are registered (an http.ServeMux).
 type Mux interface {
 	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
@@ -122,6 +127,9 @@ func (g *Gateway) Register(mux Mux) {
 	mux.HandleFunc("POST "+proto.PathHeartbeat, g.heartbeat)
 	mux.HandleFunc("POST "+proto.PathRenew, g.renew)
 	mux.HandleFunc("POST "+proto.PathEvents, g.events)
+	if g.policies != nil {
+		mux.HandleFunc("POST "+proto.PathPolicy, g.policy)
+	}
 	if g.jobs != nil {
 		mux.HandleFunc("POST "+proto.PathWait, g.wait)
 		mux.HandleFunc("POST "+proto.PathJobStatus, g.jobStatus)
@@ -342,6 +350,7 @@ func (g *Gateway) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := proto.HeartbeatResponse{
 		V: proto.Version, IntervalMillis: proto.Millis(rep.Interval), ClockMillis: now.UnixMilli(), SendInventory: rep.SendInventory,
+		PolicyFingerprint: rep.PolicyFingerprint,
 	}
 	if rep.Communication != "" && rep.Communication != settings.AgentInitiated {
 		resp.Communication, resp.ListenPort = rep.Communication, rep.ListenPort

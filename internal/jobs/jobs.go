@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/yagura/yagura/internal/firewall"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/store"
 )
@@ -228,7 +229,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest, now time.Time) (s
 func checkParams(kind string, raw json.RawMessage, maxUpload int64) (string, error) {
 	empty := len(raw) == 0 || string(raw) == "null" || string(raw) == "{}"
 	switch kind {
-	case proto.JobHeartbeatNow, proto.JobUninstall:
+	case proto.JobHeartbeatNow, proto.JobUninstall, proto.JobRelease:
 		if !empty {
 			return "", fmt.Errorf("%w: %s takes no parameters", ErrInvalid, kind)
 		}
@@ -256,8 +257,25 @@ func checkParams(kind string, raw json.RawMessage, maxUpload int64) (string, err
 		}
 		b, _ := json.Marshal(p)
 		return string(b), nil
+	case proto.JobIsolate:
+		var p proto.IsolateParams
+		if !empty {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if dec.Decode(&p) != nil {
+				return "", fmt.Errorf(`%w: isolate takes {"allow": ["udp 192.0.2.53:53", "tcp 10.0.0.0/8:443"]} or nothing`, ErrInvalid)
+			}
+		}
+		if len(p.Allow) > 256 {
+			return "", fmt.Errorf("%w: isolate: at most 256 allow entries", ErrInvalid)
+		}
+		if _, err := firewall.IsolationRules(p.Allow); err != nil {
+			return "", fmt.Errorf("%w: isolate: %w", ErrInvalid, err)
+		}
+		b, _ := json.Marshal(p)
+		return string(b), nil
 	}
-	return "", fmt.Errorf("%w: unknown kind %q (heartbeat-now, collect-logs, uninstall)", ErrInvalid, kind)
+	return "", fmt.Errorf("%w: unknown kind %q (heartbeat-now, collect-logs, uninstall, isolate, release)", ErrInvalid, kind)
 }
 
 // Cancel cancels a job.

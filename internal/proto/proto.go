@@ -166,7 +166,18 @@ const (
 	JobHeartbeatNow = "heartbeat-now"
 	JobCollectLogs  = "collect-logs"
 	JobUninstall    = "uninstall"
+	// JobIsolate cuts the host off the network except for the manager and
+	// an allow-list; JobRelease undoes it.
+	JobIsolate = "isolate"
+	JobRelease = "release"
 )
+
+// IsolateParams are isolate's parameters.
+type IsolateParams struct {
+	// Allow lists what stays reachable besides the manager:
+	// "[tcp|udp|icmp|any] ADDRESS[/PREFIX][:PORT]", e.g. "udp 192.0.2.53:53".
+	Allow []string `json:"allow,omitempty"`
+}
 
 // Job is a command for the agent.
 type Job struct {

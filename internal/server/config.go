@@ -10,6 +10,7 @@ import (
 	"github.com/yagura/yagura/internal/gateway"
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/logging"
+	"github.com/yagura/yagura/internal/rollout"
 )
 
 // Config is the manager's configuration (`yagura server --config FILE`).
@@ -25,6 +26,7 @@ type Config struct {
 	Fleet   fleet.Config   `koanf:"fleet"`
 	Jobs    jobs.Config    `koanf:"jobs"`
 	Auth    AuthConfig     `koanf:"auth"`
+	Rollout rollout.Config `koanf:"rollout"`
 }
 
 // AuthConfig sets token lifetimes.
@@ -85,6 +87,7 @@ func DefaultConfig() Config {
 		Fleet:   fleet.DefaultConfig(),
 		Jobs:    jobs.DefaultConfig(),
 		Auth:    AuthConfig{AccessTokenTTL: 24 * time.Hour, RefreshTokenTTL: 48 * time.Hour},
+		Rollout: rollout.DefaultConfig(),
 	}
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/reach"
+	"github.com/yagura/yagura/internal/rollout"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
 	"github.com/yagura/yagura/internal/store/postgres"
@@ -139,6 +140,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := js.Load(ctx); err != nil {
 		return err
 	}
+	if err := ensureBasePolicy(ctx, db, s.log); err != nil {
+		return err
+	}
+	ro := rollout.New(s.cfg.Rollout, db, fl, js, s.log.With("component", "rollout"), reg)
+	if err := ro.Refresh(ctx, true); err != nil {
+		return fmt.Errorf("resolve effective policies: %w", err)
+	}
 
 	getCert, pin, err := s.serverCertificate(ca)
 	if err != nil {
@@ -167,9 +175,11 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Error("write audit entry", "err", err)
 			}
 		}}).Register(mux)
-	gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg).Register(mux)
+	gw := gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg)
+	gw.SetPolicies(ro)
+	gw.Register(mux)
 	api.New(mux, api.Deps{
-		Store: db, Fleet: fl, Jobs: js, Auth: authn, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
+		Store: db, Fleet: fl, Jobs: js, Policies: db, Rollout: ro, Auth: authn, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -222,6 +232,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopFleet()
 	g.Go(func() error { return fl.Run(fctx) })
 	g.Go(func() error { return js.Run(fctx) })
+	g.Go(func() error { return ro.Run(fctx) })
 	g.Go(func() error { return dialer.Run(fctx) })
 	g.Go(func() error {
 		// Connections the manager opens to agents (bidirectional and

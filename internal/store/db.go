@@ -369,7 +369,9 @@ func (db *DB) EnrollComputer(ctx context.Context, tokenHash string, now time.Tim
 			return err
 		}
 		tok = t
-		return nil
+		// A new computer needs its effective policy resolved, on every
+		// manager node.
+		return db.bumpPolicyRevision(ctx, tx)
 	})
 	if err != nil {
 		return Token{}, db.fail(fmt.Sprintf("enrol computer %q", c.ID), err)
