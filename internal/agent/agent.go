@@ -75,6 +75,7 @@ type Agent struct {
 	uninstalled atomic.Bool
 
 	seq      uint64
+	beatSoon bool // heartbeat again at once (after a policy change)
 	interval time.Duration // read by other goroutines through heartbeatInterval
 	ivl      atomic.Int64
 	sentInv  *proto.Inventory
@@ -201,6 +202,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	for {
 		err := a.beat(ctx)
 		wait := a.interval
+		if a.beatSoon {
+			// A new policy was applied: report its fingerprint now, so the
+			// console shows the computer up to date within seconds.
+			a.beatSoon, wait = false, 100*time.Millisecond
+		}
 		switch {
 		case err == nil:
 			if failures > 0 || refused != "" {
@@ -332,6 +338,8 @@ func (a *Agent) beat(ctx context.Context) error {
 		// announcing the fingerprint until the agent reports it.
 		if err := a.updatePolicy(ctx, resp.PolicyFingerprint); err != nil {
 			a.log.Error("policy update failed; retrying at the next heartbeat", "err", err)
+		} else {
+			a.beatSoon = true
 		}
 	}
 	if len(resp.Jobs) > 0 {

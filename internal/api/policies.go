@@ -34,15 +34,20 @@ type PolicyStore interface {
 
 // Rollout is the policy delivery service.
 type Rollout interface {
-	Changed()
+	Refresh(ctx context.Context, force bool) error
 	Computer(id string) (*rollout.Resolved, bool)
 	Preview(ctx context.Context, policyID int, ov policy.Override) (*rollout.Resolved, error)
 }
 
-// changed tells the rollout service that policies may have changed.
-func (a *API) changed() {
-	if a.d.Rollout != nil {
-		a.d.Rollout.Changed()
+// changed makes the rollout service recompute effective policies now, so
+// the answer to the write and the next read already show them, and online
+// agents are woken. A failure is logged: the service retries on its own.
+func (a *API) changed(ctx context.Context) {
+	if a.d.Rollout == nil {
+		return
+	}
+	if err := a.d.Rollout.Refresh(context.WithoutCancel(ctx), false); err != nil {
+		a.d.Log.Error("refresh effective policies after a change; the rollout service retries", "err", err)
 	}
 }
 
@@ -230,7 +235,7 @@ func (a *API) registerPolicies() {
 		if err != nil {
 			return nil, a.policyErr("policy", err)
 		}
-		a.changed()
+		a.changed(ctx)
 		note(ctx, "policy", map[string]any{"id": created.ID, "name": created.Name})
 		return &policyOutput{ETag: etag(strconv.FormatInt(created.Version, 10)), Body: policyOut(created)}, nil
 	})
@@ -273,7 +278,7 @@ func (a *API) registerPolicies() {
 		if err != nil {
 			return nil, a.policyErr(fmt.Sprintf("policy %d", in.ID), err)
 		}
-		a.changed()
+		a.changed(ctx)
 		note(ctx, "policy", map[string]any{"id": upd.ID, "version": upd.Version})
 		return &policyOutput{ETag: etag(strconv.FormatInt(upd.Version, 10)), Body: policyOut(upd)}, nil
 	})
@@ -286,7 +291,7 @@ func (a *API) registerPolicies() {
 		if err := a.d.Policies.DeletePolicy(ctx, in.ID); err != nil {
 			return nil, a.storeErr(fmt.Sprintf("policy %d", in.ID), err)
 		}
-		a.changed()
+		a.changed(ctx)
 		note(ctx, "policy", map[string]any{"id": in.ID, "deleted": true})
 		return nil, nil
 	})
@@ -364,7 +369,7 @@ func (a *API) registerPolicies() {
 			}
 			a.d.Fleet.Add(c)
 		}
-		a.changed()
+		a.changed(ctx)
 		note(ctx, "computer-policy", map[string]any{"id": in.ID, "policy_id": in.Body.PolicyID})
 		r, err := a.d.Rollout.Preview(ctx, c.PolicyID, rollout.Override(c, rules))
 		if err != nil {

@@ -490,7 +490,7 @@ func (a *API) registerSettings() {
 			return nil, a.storeErr("settings", err)
 		}
 		a.d.Fleet.SetSettings(next)
-		a.changed()
+		a.changed(ctx)
 		a.d.Log.Info("settings changed", "by", Principal(ctx), "changes", in.Body)
 		note(ctx, "settings", in.Body)
 		return &settingsOut{ETag: etag(v), Body: next.Map()}, nil

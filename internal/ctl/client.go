@@ -251,6 +251,25 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
+// DoHeader is Do with extra request headers (If-Match).
+func (c *Client) DoHeader(ctx context.Context, method, path string, h http.Header, in, out any) error {
+	resp, err := c.send(ctx, c.http, method, path, nil, in, h)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decode answer from %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
 // RevokeToken revokes a token (RFC 7009).
 func (c *Client) RevokeToken(ctx context.Context, token string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath("/oauth/revoke").String(), strings.NewReader(url.Values{"token": {token}}.Encode()))
@@ -295,7 +314,7 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 
 // send makes an authenticated request with an optional JSON body. An
 // answer of 300 or more is read, closed and returned as *APIError.
-func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, in any) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, in any, extra ...http.Header) (*http.Response, error) {
 	u := c.base.JoinPath(path)
 	u.RawQuery = query.Encode()
 	var body io.Reader
@@ -318,6 +337,11 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, h := range extra {
+		for k, v := range h {
+			req.Header[k] = v
+		}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
