@@ -3,7 +3,7 @@
 // command line (ctl) and a load simulator (sim). This package only parses
 // flags and dispatches; the work lives in internal/.
 //
-// Built with -tags agentonly it contains only the agent and version
+// Built with -tags agentonly it contains only the agent, fw and version
 // commands, with no cgo and none of the manager's packages.
 package main
 
@@ -26,11 +26,12 @@ func main() {
 	err := rootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
 		var ee exitError
 		if errors.As(err, &ee) {
+			// The command has already said why (yagura fw eval: a drop).
 			os.Exit(int(ee))
 		}
+		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
@@ -49,11 +50,12 @@ func rootCmd() *cobra.Command {
   yagura dev       try everything on this machine (manager + local agent)
   yagura server    run the manager
   yagura agent     enrol and run the host agent
-  yagura ctl       administer a manager from the shell`,
+  yagura ctl       administer a manager from the shell
+  yagura fw        check firewall rules and evaluate packets offline`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), agentCmd())
+	root.AddCommand(versionCmd(), agentCmd(), fwCmd())
 	addManagerCommands(root)
 	return root
 }

@@ -242,6 +242,9 @@ func (g *Gateway) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	c.TokenID = tok.ID
 	g.fleet.Add(c)
+	if g.policies != nil {
+		g.policies.Changed()
+	}
 	g.enrolments.WithLabelValues("ok").Inc()
 	replaced := g.retire(r, c.ID, now)
 	g.log.Info("agent enrolled", "agent", c.ID, "hostname", c.Hostname, "remote", r.RemoteAddr, "token", tok.ID, "replaces", replaced)

@@ -15,6 +15,9 @@ import (
 // Policies answers agents' policy requests. Nil disables the endpoint.
 type Policies interface {
 	ForAgent(ctx context.Context, id, have string) (fp string, doc, delta []byte, err error)
+	// Changed asks for the effective policies to be recomputed soon (a
+	// computer enrolled).
+	Changed()
 }
 
 // codeNoPolicy: the manager has no effective policy for the agent yet.
