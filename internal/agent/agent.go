@@ -75,7 +75,7 @@ type Agent struct {
 	uninstalled atomic.Bool
 
 	seq      uint64
-	beatSoon bool // heartbeat again at once (after a policy change)
+	beatSoon bool          // heartbeat again at once (after a policy change)
 	interval time.Duration // read by other goroutines through heartbeatInterval
 	ivl      atomic.Int64
 	sentInv  *proto.Inventory

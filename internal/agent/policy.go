@@ -338,4 +338,3 @@ func (a *Agent) release(ctx context.Context) (any, error) {
 	_ = a.Emit("host-released", "info", nil)
 	return map[string]any{"isolated": false}, nil
 }
-

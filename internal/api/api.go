@@ -58,6 +58,7 @@ type Store interface {
 	Settings(ctx context.Context) (map[string]string, error)
 	PutSettings(ctx context.Context, kv map[string]string) error
 	UpdateSettings(ctx context.Context, ifVersion string, kv map[string]string) (string, error)
+	FirewallStore
 }
 
 // Fleet is the live view of computers.
@@ -86,6 +87,8 @@ type Deps struct {
 	Store         Store
 	Fleet         Fleet
 	Jobs          Jobs
+	Policies      PolicyStore
+	Rollout       Rollout
 	Auth          Authenticator
 	CAFingerprint string
 	CAPEM         string
@@ -174,6 +177,8 @@ func New(mux humago.Mux, d Deps) *API {
 	a.registerJobs()
 	a.registerAccounts()
 	a.registerAudit()
+	a.registerPolicies()
+	a.registerFirewall()
 	a.registerDocs(mux)
 	return a
 }

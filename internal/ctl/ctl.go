@@ -71,7 +71,8 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVar(&g.credentials, "credentials", "", "credentials file (url, ca_fingerprint, token)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g),
-		loginCmd(g), logoutCmd(g), whoamiCmd(g), usersCmd(g), clientsCmd(g), auditCmd(g), settingsCmd(g), caCmd(g))
+		loginCmd(g), logoutCmd(g), whoamiCmd(g), usersCmd(g), clientsCmd(g), auditCmd(g), settingsCmd(g), caCmd(g), policiesCmd(g),
+		rulesCmd(g), listsCmd(g))
 	return cmd
 }
 
@@ -278,6 +279,7 @@ func computersCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(ls, show, deact, setComm)
+	cmd.AddCommand(computerPolicyCmds(g)...)
 	return cmd
 }
 

@@ -66,6 +66,11 @@ func (db *DB) CreatePolicy(ctx context.Context, p policy.Policy, now time.Time) 
 	}
 	err := db.retryConflict(func() error {
 		return db.inTx(ctx, func(tx *sql.Tx) error {
+			// First, so writers of anything a policy is made of queue on
+			// this row (PostgreSQL) and checks below still hold at commit.
+			if err := db.bumpPolicyRevision(ctx, tx); err != nil {
+				return err
+			}
 			if err := db.checkPolicyRefs(ctx, tx, 0, p); err != nil {
 				return err
 			}
@@ -78,10 +83,7 @@ func (db *DB) CreatePolicy(ctx context.Context, p policy.Policy, now time.Time) 
 				p.ID, p.Name, p.Description, nullID(p.ParentID), encodeSettings(p.Settings), p.Version, micros(now), micros(now)); err != nil {
 				return err
 			}
-			if err := db.replaceAssignments(ctx, tx, OwnerPolicy, strconv.Itoa(p.ID), p.Rules); err != nil {
-				return err
-			}
-			return db.bumpPolicyRevision(ctx, tx)
+			return db.replaceAssignments(ctx, tx, OwnerPolicy, strconv.Itoa(p.ID), p.Rules)
 		})
 	})
 	if err != nil {
@@ -236,6 +238,9 @@ func (db *DB) UpdatePolicy(ctx context.Context, p policy.Policy, ifVersion int64
 		return p, fmt.Errorf("update policy %d: name is required: %w", p.ID, ErrInvalid)
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
+			return err
+		}
 		var cur int64
 		var created sql.NullInt64
 		err := tx.QueryRowContext(ctx, db.rb("SELECT version, created_at FROM policies WHERE id = ?"), p.ID).Scan(&cur, &created)
@@ -257,10 +262,7 @@ func (db *DB) UpdatePolicy(ctx context.Context, p policy.Policy, ifVersion int64
 			return fmt.Errorf("policy %d changed meanwhile: %w", p.ID, ErrConflict)
 		}
 		p.Version, p.UpdatedAt, p.CreatedAt = cur+1, now, fromMicros(created)
-		if err := db.replaceAssignments(ctx, tx, OwnerPolicy, strconv.Itoa(p.ID), p.Rules); err != nil {
-			return err
-		}
-		return db.bumpPolicyRevision(ctx, tx)
+		return db.replaceAssignments(ctx, tx, OwnerPolicy, strconv.Itoa(p.ID), p.Rules)
 	})
 	if err != nil {
 		if db.d.IsUniqueViolation(err) {
@@ -275,6 +277,9 @@ func (db *DB) UpdatePolicy(ctx context.Context, p policy.Policy, ifVersion int64
 // computers; otherwise ErrConflict names what still uses it.
 func (db *DB) DeletePolicy(ctx context.Context, id int) error {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
+			return err
+		}
 		var name string
 		if err := tx.QueryRowContext(ctx, db.rb("SELECT name FROM policies WHERE id = ?"), id).Scan(&name); err != nil {
 			return err
@@ -320,10 +325,8 @@ func (db *DB) DeletePolicy(ctx context.Context, id int) error {
 		if _, err := tx.ExecContext(ctx, db.rb("DELETE FROM rule_assignments WHERE owner_kind = ? AND owner_id = ?"), OwnerPolicy, strconv.Itoa(id)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, db.rb("DELETE FROM policies WHERE id = ?"), id); err != nil {
-			return err
-		}
-		return db.bumpPolicyRevision(ctx, tx)
+		_, err = tx.ExecContext(ctx, db.rb("DELETE FROM policies WHERE id = ?"), id)
+		return err
 	})
 	if err != nil {
 		return db.fail(fmt.Sprintf("delete policy %d", id), err)
@@ -334,6 +337,9 @@ func (db *DB) DeletePolicy(ctx context.Context, id int) error {
 // SetComputerPolicy moves a computer to a policy (0: the default policy).
 func (db *DB) SetComputerPolicy(ctx context.Context, id string, policyID int) (Computer, error) {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
+			return err
+		}
 		if policyID != 0 {
 			var one int
 			err := tx.QueryRowContext(ctx, db.rb("SELECT 1 FROM policies WHERE id = ?"), policyID).Scan(&one)
@@ -348,10 +354,7 @@ func (db *DB) SetComputerPolicy(ctx context.Context, id string, policyID int) (C
 		if err != nil {
 			return err
 		}
-		if err := expectOne(res); err != nil {
-			return err
-		}
-		return db.bumpPolicyRevision(ctx, tx)
+		return expectOne(res)
 	})
 	if err != nil {
 		return Computer{}, db.fail(fmt.Sprintf("set policy of computer %q", id), err)
@@ -363,6 +366,9 @@ func (db *DB) SetComputerPolicy(ctx context.Context, id string, policyID int) (C
 // assignment overrides.
 func (db *DB) SetComputerOverrides(ctx context.Context, id string, settings map[string]string, rules map[int]bool) (Computer, error) {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
+			return err
+		}
 		if err := db.checkRulesExist(ctx, tx, rules); err != nil {
 			return err
 		}
@@ -373,10 +379,7 @@ func (db *DB) SetComputerOverrides(ctx context.Context, id string, settings map[
 		if err := expectOne(res); err != nil {
 			return err
 		}
-		if err := db.replaceAssignments(ctx, tx, OwnerComputer, id, rules); err != nil {
-			return err
-		}
-		return db.bumpPolicyRevision(ctx, tx)
+		return db.replaceAssignments(ctx, tx, OwnerComputer, id, rules)
 	})
 	if err != nil {
 		return Computer{}, db.fail(fmt.Sprintf("set overrides of computer %q", id), err)

@@ -49,15 +49,41 @@ func (db *DB) bumpPolicyRevision(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
-// nextID allocates the next integer ID of table inside tx. Two writers on
-// PostgreSQL may pick the same one; the second insert then fails on the
-// primary key and the caller retries (see retryConflict).
+// nextID allocates the next integer ID of table inside tx from a sequence
+// kept in the settings table ("seq.<table>"), so an ID is never handed out
+// twice, even after the row that had it is deleted: events and agents that
+// remember rule 12 must not meet another rule 12. Two writers on
+// PostgreSQL queue on the sequence row.
 func (db *DB) nextID(ctx context.Context, tx *sql.Tx, table string) (int64, error) {
-	var id int64
-	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) + 1 FROM "+table).Scan(&id); err != nil {
+	return db.reserveIDs(ctx, tx, table, 1)
+}
+
+// reserveIDs allocates n consecutive IDs of table and returns the first.
+// The sequence holds the last ID handed out.
+func (db *DB) reserveIDs(ctx context.Context, tx *sql.Tx, table string, n int64) (int64, error) {
+	key := "seq." + table
+	now := time.Now().UnixMicro()
+	var v string
+	err := tx.QueryRowContext(ctx, db.rb(`UPDATE settings SET value = CAST(CAST(value AS BIGINT) + ? AS TEXT), updated_at = ? WHERE key = ? RETURNING value`),
+		n, now, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		var first int64
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) + 1 FROM "+table).Scan(&first); err != nil {
+			return 0, fmt.Errorf("allocate %s ID: %w", table, err)
+		}
+		if _, err := tx.ExecContext(ctx, db.rb("INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"), key, strconv.FormatInt(first+n-1, 10), now); err != nil {
+			return 0, fmt.Errorf("allocate %s ID: %w", table, err)
+		}
+		return first, nil
+	}
+	if err != nil {
 		return 0, fmt.Errorf("allocate %s ID: %w", table, err)
 	}
-	return id, nil
+	last, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("allocate %s ID: sequence value %q is not a number", table, v)
+	}
+	return last - n + 1, nil
 }
 
 // retryConflict runs a write that allocates IDs with nextID again when it

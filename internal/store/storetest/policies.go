@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/yagura/yagura/internal/firewall"
 	"github.com/yagura/yagura/internal/policy"
 	"github.com/yagura/yagura/internal/store"
 )
@@ -134,5 +135,40 @@ func testPolicies(t *testing.T, db *store.DB) {
 	}
 	if _, err := db.PolicyDocument(ctx, "fp2"); err != nil {
 		t.Errorf("a kept document was pruned: %v", err)
+	}
+}
+
+// testIDsNotReused: an ID is never handed out twice, even after the
+// highest one is deleted, so events naming rule 12 never meet another 12.
+func testIDsNotReused(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	rule := firewall.Rule{Name: "r", Action: firewall.ActionDeny, Priority: "1", Direction: firewall.Incoming}
+	a, err := db.CreateRule(ctx, rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteRule(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b, err := db.CreateRule(ctx, rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ID <= a.ID {
+		t.Errorf("after deleting rule %d the next rule got ID %d, want a new one", a.ID, b.ID)
+	}
+	p, err := db.CreatePolicy(ctx, policy.Policy{Name: "p"}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeletePolicy(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	q, err := db.CreatePolicy(ctx, policy.Policy{Name: "p"}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.ID <= p.ID {
+		t.Errorf("after deleting policy %d the next policy got ID %d", p.ID, q.ID)
 	}
 }

@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"FirewallRules", testFirewallRules},
 		{"FirewallLists", testFirewallLists},
 		{"Policies", testPolicies},
+		{"IDsNotReused", testIDsNotReused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
