@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/yagura/yagura/internal/agent"
+	"github.com/yagura/yagura/internal/firewall"
 	"github.com/yagura/yagura/internal/logging"
+	"github.com/yagura/yagura/internal/nftfw"
 )
 
 // agentConfig is the agent's configuration file (`yagura agent --config`).
@@ -29,16 +33,52 @@ type agentConfig struct {
 	// manager-initiated directions); empty: every address, port from the
 	// manager (4118).
 	Listen string `koanf:"listen"`
+	// Firewall selects how policies' firewall rules are enforced.
+	Firewall agentFirewall `koanf:"firewall"`
+}
+
+// agentFirewall configures the host firewall backend.
+type agentFirewall struct {
+	// Backend is "nftables" (Linux) or "off": the agent then tracks its
+	// policy but enforces nothing.
+	Backend string `koanf:"backend"`
+	// Table names the nftables tables the agent owns (inet and arp).
+	Table string `koanf:"table"`
+	// LogGroup is the NFLOG group for drop and log-only events.
+	LogGroup uint16 `koanf:"log_group"`
 }
 
 func defaultAgentConfig() agentConfig {
-	return agentConfig{DataDir: "/var/lib/yagura-agent", Log: logging.DefaultConfig(), QueueMaxBytes: agent.DefaultQueueMaxBytes}
+	backend := "off"
+	if runtime.GOOS == "linux" {
+		backend = "nftables"
+	}
+	return agentConfig{DataDir: "/var/lib/yagura-agent", Log: logging.DefaultConfig(), QueueMaxBytes: agent.DefaultQueueMaxBytes,
+		Firewall: agentFirewall{Backend: backend, Table: nftfw.DefaultTable, LogGroup: nftfw.DefaultLogGroup}}
+}
+
+// firewallBackend builds the enforcer the configuration asks for.
+func firewallBackend(cfg agentFirewall, log *slog.Logger) (agent.Enforcer, func(context.Context, func(firewall.Event)) error, error) {
+	switch cfg.Backend {
+	case "off", "":
+		return nil, nil, nil
+	case "nftables":
+		nc := nftfw.DefaultConfig()
+		nc.Table, nc.LogGroup = cfg.Table, cfg.LogGroup
+		e, err := nftfw.New(nc, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("firewall.backend nftables: %w (set firewall.backend: off to run without enforcing)", err)
+		}
+		return e, e.Events, nil
+	}
+	return nil, nil, fmt.Errorf("firewall.backend %q: want nftables or off", cfg.Backend)
 }
 
 // agentEnv keeps the agent's variables apart from the manager's.
 const agentEnv = "YAGURA_AGENT_"
 
-var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes", "proxy": "proxy", "listen": "listen"}
+var agentFlagKeys = map[string]string{"data-dir": "data_dir", "log-format": "log.format", "log-level": "log.level", "queue-max-bytes": "queue_max_bytes", "proxy": "proxy", "listen": "listen",
+	"firewall": "firewall.backend"}
 
 func addAgentConfigFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -49,6 +89,7 @@ func addAgentConfigFlags(cmd *cobra.Command) {
 	f.Int64("queue-max-bytes", agent.DefaultQueueMaxBytes, "cap of the on-disk event queue; the oldest events are dropped (and counted) beyond it")
 	f.String("proxy", "", "HTTP proxy to the manager, http://[user:password@]host:port (default: HTTPS_PROXY; prefer YAGURA_AGENT_PROXY for passwords)")
 	f.String("listen", "", "where to listen for the manager in the bidirectional and manager-initiated directions (default :4118)")
+	f.String("firewall", defaultAgentConfig().Firewall.Backend, "firewall backend: nftables (Linux) or off (track policies, enforce nothing)")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 }
 
@@ -97,9 +138,14 @@ func agentRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			fw, fwEvents, err := firewallBackend(cfg.Firewall, log.With("component", "firewall"))
+			if err != nil {
+				return err
+			}
 			a, err := agent.New(agent.Config{
 				DataDir: cfg.DataDir, Version: version, QueueMaxBytes: cfg.QueueMaxBytes,
 				ClockOffset: clockOffset, TestEvents: testEvents, Proxy: proxy, Listen: cfg.Listen,
+				Firewall: fw, FirewallEvents: fwEvents,
 			}, log.With("component", "agent"))
 			if err != nil {
 				return err

@@ -75,7 +75,8 @@ type Agent struct {
 	uninstalled atomic.Bool
 
 	seq      uint64
-	beatSoon bool          // heartbeat again at once (after a policy change)
+	beatSoon atomic.Bool   // heartbeat again at once (a policy change, isolation)
+	kick     chan struct{} // ends the wait for the next heartbeat
 	interval time.Duration // read by other goroutines through heartbeatInterval
 	ivl      atomic.Int64
 	sentInv  *proto.Inventory
@@ -95,7 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: log, id: id, started: time.Now(), dir: newDirection(),
-		interval: time.Minute, counters: map[string]uint64{},
+		interval: time.Minute, counters: map[string]uint64{}, kick: make(chan struct{}, 1),
 	}
 	a.client, err = NewClient(ClientOptions{
 		Manager: id.Manager, CAFingerprint: id.CAFingerprint, Roots: id.Roots(), Cert: cert, Proxy: cfg.Proxy,
@@ -108,6 +109,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// beatNow makes the agent heartbeat at once (from any goroutine), to report
+// a change the console should see within seconds.
+func (a *Agent) beatNow() {
+	a.beatSoon.Store(true)
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // heartbeatInterval is the interval, safe from any goroutine.
@@ -202,10 +213,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	for {
 		err := a.beat(ctx)
 		wait := a.interval
-		if a.beatSoon {
+		if a.beatSoon.Swap(false) {
 			// A new policy was applied: report its fingerprint now, so the
 			// console shows the computer up to date within seconds.
-			a.beatSoon, wait = false, 100*time.Millisecond
+			wait = 100 * time.Millisecond
 		}
 		switch {
 		case err == nil:
@@ -256,6 +267,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 // polls (an older manager, a proxy that cuts them) it simply sleeps.
 func (a *Agent) waitForManager(ctx context.Context, d time.Duration) {
 	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.kick:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for ctx.Err() == nil {
 		left := time.Until(deadline)
 		if left < time.Second {
@@ -339,7 +359,7 @@ func (a *Agent) beat(ctx context.Context) error {
 		if err := a.updatePolicy(ctx, resp.PolicyFingerprint); err != nil {
 			a.log.Error("policy update failed; retrying at the next heartbeat", "err", err)
 		} else {
-			a.beatSoon = true
+			a.beatSoon.Store(true)
 		}
 	}
 	if len(resp.Jobs) > 0 {

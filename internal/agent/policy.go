@@ -296,6 +296,7 @@ func (a *Agent) isolate(ctx context.Context, j proto.Job) (any, error) {
 	}
 	a.log.Warn("host isolated: only the manager and the allow-list are reachable", "allow", p.Allow)
 	_ = a.Emit("host-isolated", "warning", map[string]any{"allow": p.Allow})
+	a.beatNow()
 	return map[string]any{"isolated": true, "allow": p.Allow}, nil
 }
 
@@ -336,5 +337,6 @@ func (a *Agent) release(ctx context.Context) (any, error) {
 	}
 	a.log.Info("host released from isolation")
 	_ = a.Emit("host-released", "info", nil)
+	a.beatNow()
 	return map[string]any{"isolated": false}, nil
 }

@@ -18,7 +18,7 @@ import (
 // Job is a job as the API shows it.
 type Job struct {
 	ID          string          `json:"id"`
-	Kind        string          `json:"kind" enum:"heartbeat-now,collect-logs,uninstall"`
+	Kind        string          `json:"kind" enum:"heartbeat-now,collect-logs,uninstall,isolate,release"`
 	Params      json.RawMessage `json:"params,omitempty"`
 	Description string          `json:"description,omitempty"`
 	CreatedBy   string          `json:"created_by"`
@@ -70,7 +70,7 @@ func jobOut(j store.Job, ts []store.JobTarget, withTargets bool) Job {
 
 // JobCreate is the body of a job creation.
 type JobCreate struct {
-	Kind        string          `json:"kind" enum:"heartbeat-now,collect-logs,uninstall"`
+	Kind        string          `json:"kind" enum:"heartbeat-now,collect-logs,uninstall,isolate,release"`
 	Computers   []string        `json:"computers,omitempty" maxItems:"100000" doc:"Target computer IDs; or set all."`
 	All         bool            `json:"all,omitempty" doc:"Target every active computer."`
 	Params      json.RawMessage `json:"params,omitempty" doc:"collect-logs: {\"paths\": [\"/var/log/syslog\", \"/var/log/*.log\"], \"max_bytes\": 50000000}"`
