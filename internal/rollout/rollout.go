@@ -33,7 +33,7 @@ import (
 
 // KeyDefaultPolicy is the manager setting naming the policy of computers
 // that have none assigned.
-const KeyDefaultPolicy = "policy.default"
+const KeyDefaultPolicy = settings.KeyDefaultPolicy
 
 // Store is what rollout reads from the state store.
 type Store interface {

@@ -114,6 +114,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Before the settings are read: it sets the default policy.
+	if err := ensureBasePolicy(ctx, db, s.log); err != nil {
+		return err
+	}
 	stored, err := db.Settings(ctx)
 	if err != nil {
 		return fmt.Errorf("load settings: %w", err)
@@ -138,9 +142,6 @@ func (s *Server) Run(ctx context.Context) error {
 	dialer := reach.New(fl, s.log.With("component", "reach"), reg)
 	js.SetNudger(dialer.Nudge)
 	if err := js.Load(ctx); err != nil {
-		return err
-	}
-	if err := ensureBasePolicy(ctx, db, s.log); err != nil {
 		return err
 	}
 	ro := rollout.New(s.cfg.Rollout, db, fl, js, s.log.With("component", "rollout"), reg)

@@ -491,7 +491,9 @@ func TestSettingsValidation(t *testing.T) {
 	m := newManager(t)
 	var before map[string]string
 	m.Call(t, http.MethodGet, "/api/v1/settings", nil, http.StatusOK, &before)
-	if diff := cmp.Diff(before, settings.Default().Map()); diff != "" {
+	want := settings.Default().Map()
+	want[settings.KeyDefaultPolicy] = "1" // the Base Policy, created with the manager
+	if diff := cmp.Diff(before, want); diff != "" {
 		t.Fatalf("initial settings (-got +want)\n%s", diff)
 	}
 	storedBefore, err := m.Store.Settings(t.Context())

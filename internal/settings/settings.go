@@ -23,6 +23,7 @@ const (
 	KeyMaxClockDrift     = "heartbeat.max_clock_drift"
 	KeyCommunication     = "agent.communication"
 	KeyAgentPort         = "agent.listen_port"
+	KeyDefaultPolicy     = "policy.default"
 )
 
 // Communication directions, as in Deep Security.
@@ -58,6 +59,9 @@ type Settings struct {
 	// AgentPort is where agents listen for the manager in bidirectional
 	// and manager-initiated modes.
 	AgentPort int
+	// DefaultPolicy is the policy of computers that have none (0: none,
+	// manager defaults only).
+	DefaultPolicy int
 }
 
 // Default returns the settings a new manager starts with.
@@ -81,7 +85,7 @@ const (
 
 // Keys lists every setting key, sorted.
 func Keys() []string {
-	k := []string{KeyHeartbeatInterval, KeyOfflineAfter, KeyMaxClockDrift, KeyCommunication, KeyAgentPort}
+	k := []string{KeyHeartbeatInterval, KeyOfflineAfter, KeyMaxClockDrift, KeyCommunication, KeyAgentPort, KeyDefaultPolicy}
 	slices.Sort(k)
 	return k
 }
@@ -114,6 +118,11 @@ func (s Settings) Apply(changes map[string]string) (Settings, error) {
 			if err != nil || s.AgentPort < 1 || s.AgentPort > 65535 {
 				err = errors.New("want a TCP port from 1 to 65535")
 			}
+		case KeyDefaultPolicy:
+			s.DefaultPolicy, err = strconv.Atoi(v)
+			if err != nil || s.DefaultPolicy < 0 {
+				err = errors.New("want a policy ID (see `yagura ctl policies list`), or 0 for none")
+			}
 		default:
 			err = fmt.Errorf("unknown setting (known: %s)", strings.Join(Keys(), ", "))
 		}
@@ -136,6 +145,7 @@ func (s Settings) Map() map[string]string {
 		KeyMaxClockDrift:     s.MaxClockDrift.String(),
 		KeyCommunication:     s.Communication,
 		KeyAgentPort:         strconv.Itoa(s.AgentPort),
+		KeyDefaultPolicy:     strconv.Itoa(s.DefaultPolicy),
 	}
 }
 

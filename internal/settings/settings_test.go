@@ -49,7 +49,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestMapRoundTrip(t *testing.T) {
-	for _, s := range []Settings{Default(), {time.Second, 0, 0, Bidirectional, 1}, {90 * time.Minute, 1000, time.Hour, ManagerInitiated, 65535}} {
+	for _, s := range []Settings{Default(), {time.Second, 0, 0, Bidirectional, 1, 0}, {90 * time.Minute, 1000, time.Hour, ManagerInitiated, 65535, 42}} {
 		got, err := FromMap(s.Map())
 		if err != nil {
 			t.Fatal(err)
