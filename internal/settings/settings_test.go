@@ -16,12 +16,14 @@ func TestApply(t *testing.T) {
 		err     string
 	}{
 		{"none", nil, Default(), ""},
-		{"interval", map[string]string{KeyHeartbeatInterval: "30s"}, Settings{30 * time.Second, 3, 5 * time.Minute, AgentInitiated, 4118}, ""},
-		{"unlimited", map[string]string{KeyOfflineAfter: "Unlimited"}, Settings{time.Minute, 0, 5 * time.Minute, AgentInitiated, 4118}, ""},
-		{"drift off", map[string]string{KeyMaxClockDrift: "0s"}, Settings{time.Minute, 3, 0, AgentInitiated, 4118}, ""},
-		{"all", map[string]string{KeyHeartbeatInterval: "1s", KeyOfflineAfter: " 2 ", KeyMaxClockDrift: "1m", KeyCommunication: "bidirectional", KeyAgentPort: "14118"}, Settings{time.Second, 2, time.Minute, Bidirectional, 14118}, ""},
+		{"interval", map[string]string{KeyHeartbeatInterval: "30s"}, Settings{30 * time.Second, 3, 5 * time.Minute, AgentInitiated, 4118, 0}, ""},
+		{"unlimited", map[string]string{KeyOfflineAfter: "Unlimited"}, Settings{time.Minute, 0, 5 * time.Minute, AgentInitiated, 4118, 0}, ""},
+		{"drift off", map[string]string{KeyMaxClockDrift: "0s"}, Settings{time.Minute, 3, 0, AgentInitiated, 4118, 0}, ""},
+		{"all", map[string]string{KeyHeartbeatInterval: "1s", KeyOfflineAfter: " 2 ", KeyMaxClockDrift: "1m", KeyCommunication: "bidirectional", KeyAgentPort: "14118"}, Settings{time.Second, 2, time.Minute, Bidirectional, 14118, 0}, ""},
 		{"bad direction", map[string]string{KeyCommunication: "both"}, Settings{}, "want agent-initiated, bidirectional or manager-initiated"},
 		{"bad port", map[string]string{KeyAgentPort: "70000"}, Settings{}, "TCP port"},
+		{"default policy", map[string]string{KeyDefaultPolicy: "7"}, Settings{time.Minute, 3, 5 * time.Minute, AgentInitiated, 4118, 7}, ""},
+		{"bad default policy", map[string]string{KeyDefaultPolicy: "-1"}, Settings{}, "want a policy ID"},
 		{"unknown key", map[string]string{"heartbeat.intervall": "1s"}, Settings{}, `setting "heartbeat.intervall" = "1s": unknown setting`},
 		{"interval too short", map[string]string{KeyHeartbeatInterval: "1ms"}, Settings{}, "between 500ms and 24h0m0s"},
 		{"interval not a duration", map[string]string{KeyHeartbeatInterval: "60"}, Settings{}, `want a duration such as "90s"`},
