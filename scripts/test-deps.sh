@@ -3,7 +3,9 @@
 #   PostgreSQL 15 (the state store conformance suite runs against a real one),
 #   gcc and libc headers (the race detector needs cgo),
 #   python3 (make bench formats its tables with it),
-#   tinyproxy (the agent is tested through a real authenticating proxy)
+#   tinyproxy (the agent is tested through a real authenticating proxy),
+#   nftables, iproute2, conntrack and procps (the firewall is tested on real
+#   packets in network namespaces; nft lists tables in the tests)
 set -eu
 
 need=""
@@ -17,6 +19,10 @@ command -v gcc >/dev/null 2>&1 || need="$need gcc"
 [ -e /usr/include/stdlib.h ] || need="$need libc6-dev"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v tinyproxy >/dev/null 2>&1 || need="$need tinyproxy"
+command -v nft >/dev/null 2>&1 || need="$need nftables"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v conntrack >/dev/null 2>&1 || need="$need conntrack"
+command -v timeout >/dev/null 2>&1 || need="$need coreutils"
 
 if [ -z "$need" ]; then
 	exit 0
