@@ -218,8 +218,8 @@ func TestFirewallEndToEnd(t *testing.T) {
 	}`, l.managerIP, port)
 	bf := filepath.Join(t.TempDir(), "block.nft")
 	os.WriteFile(bf, []byte(blocker), 0o600)
-	m.mustCtlJSON(t, &job, "computers", "isolate", id)
 	run(t, "ip", "netns", "exec", l.agentNS, "nft", "-f", bf)
+	m.mustCtlJSON(t, &job, "computers", "isolate", id)
 	eventually(t, 30*time.Second, "the agent to roll isolation back", func() (bool, string) {
 		return strings.Contains(agentProc.out.String(), "rolled back"), "no rollback in the agent's log"
 	})
