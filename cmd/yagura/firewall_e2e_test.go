@@ -72,16 +72,19 @@ func newLab(t *testing.T) *lab {
 }
 
 // serve runs a TCP server in the peer namespace that accepts and closes.
-func (l *lab) serve(t *testing.T, port int) {
+func (l *lab) serve(t *testing.T, port int) { serveIn(t, l.peerNS, l.peerIP, port) }
+
+// serveIn runs a TCP server that accepts and closes, in a namespace.
+func serveIn(t *testing.T, ns, addr string, port int) {
 	t.Helper()
 	py := requireTool(t, "python3", "python3")
-	cmd := exec.Command("ip", "netns", "exec", l.peerNS, py, "-c", fmt.Sprintf(`
+	cmd := exec.Command("ip", "netns", "exec", ns, py, "-c", fmt.Sprintf(`
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("%s", %d)); s.listen(16)
 while True:
     c, _ = s.accept(); c.close()
-`, l.peerIP, port))
+`, addr, port))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +137,7 @@ func TestFirewallEndToEnd(t *testing.T) {
 	// 1. A rule at the root reaches the kernel within 5 s.
 	l.serve(t, 8081)
 	l.serve(t, 8082)
+	serveIn(t, l.agentNS, "127.0.0.1", 8090)
 	rulesFile := filepath.Join(t.TempDir(), "rules.json")
 	os.WriteFile(rulesFile, []byte(`{"name":"deny 9999 in","action":"deny","priority":"2","direction":"incoming","protocol":"tcp",
 		"destinationPortType":"multiple","destinationPortMultiple":["9999"]}`), 0o600)
@@ -193,6 +197,10 @@ func TestFirewallEndToEnd(t *testing.T) {
 	}
 	if reach(l.peerNS, l.agentIP, 22) {
 		t.Error("isolated: the peer reaches the agent")
+	}
+	// Loopback is never filtered: local services keep working.
+	if !reach(l.agentNS, "127.0.0.1", 8090) {
+		t.Error("isolated: a service on the agent's loopback is unreachable from the agent")
 	}
 	eventually(t, 10*time.Second, "the computer shown isolated", func() (bool, string) {
 		c := m.computers(t)[id]
