@@ -92,8 +92,14 @@ type proc struct {
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(yaguraBin(t), args...)
+	return startCmd(t, name, exec.Command(yaguraBin(t), args...))
+}
+
+// startCmd starts a command (yagura, or yagura in a network namespace),
+// collects its output and kills it when the test ends.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	if err := p.cmd.Start(); err != nil {

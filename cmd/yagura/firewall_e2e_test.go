@@ -250,20 +250,5 @@ func TestFirewallEndToEnd(t *testing.T) {
 // startProcIn runs yagura in a network namespace.
 func startProcIn(t *testing.T, ns, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, yaguraBin(t)}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("---- output of %s ----\n%s", name, p.out.String())
-		}
-	})
-	return p
+	return startCmd(t, name, exec.Command("ip", append([]string{"netns", "exec", ns, yaguraBin(t)}, args...)...))
 }

@@ -1,11 +1,9 @@
 package agent_test
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -55,13 +53,7 @@ func TestPolicyWireBytes(t *testing.T) {
 	var tok api.Token
 	m.Call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{MaxUses: 1}, http.StatusCreated, &tok)
 	var n atomic.Int64
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countConn{c, &n}, nil
-	}
+	dial := countingDial(&n)
 	inv := agent.Inventory("test")
 	keyPEM, csrPEM, err := pki.NewAgentKey(inv.Hostname)
 	if err != nil {

@@ -36,6 +36,17 @@ func (c countConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// countingDial dials connections that add every byte read or written to n.
+func countingDial(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countConn{c, n}, nil
+	}
+}
+
 // TestWireBytes measures what each agent operation costs on the wire, TLS
 // included, counted at the socket, and holds it to a fifth of FFRI AMC's
 // polling (≈ 5.9 KB, seed 000). The figures go to docs/benchmarks.md.
@@ -46,13 +57,7 @@ func TestWireBytes(t *testing.T) {
 	m.Call(t, http.MethodPost, "/api/v1/activation-tokens", api.TokenCreate{MaxUses: 1}, http.StatusCreated, &tok)
 
 	var n atomic.Int64
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countConn{c, &n}, nil
-	}
+	dial := countingDial(&n)
 	measure := func(what string, f func() error) int64 {
 		t.Helper()
 		n.Store(0)

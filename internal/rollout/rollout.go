@@ -216,21 +216,9 @@ func (s *Service) Refresh(ctx context.Context, force bool) error {
 // build resolves all computers. Computers sharing a policy and overrides
 // share one resolution: a fleet of thousands usually has a handful.
 func (s *Service) build(ctx context.Context, key string, manager map[string]string) (*state, error) {
-	base, err := settings.FromMap(manager)
-	if err != nil {
-		return nil, fmt.Errorf("manager settings: %w", err)
-	}
-	defaults := policy.Defaults()
-	for k, v := range base.Map() {
-		defaults[k] = v
-	}
-	list, err := s.store.ListPolicies(ctx)
+	base, defaults, policies, err := s.inputs(ctx, manager)
 	if err != nil {
 		return nil, err
-	}
-	policies := make(map[int]policy.Policy, len(list))
-	for _, p := range list {
-		policies[p.ID] = p
 	}
 	computers, err := s.store.ListComputers(ctx)
 	if err != nil {
@@ -270,6 +258,28 @@ func (s *Service) build(ctx context.Context, key string, manager map[string]stri
 		next.computers[c.ID] = r
 	}
 	return next, nil
+}
+
+// inputs reads what every resolution starts from: the manager-wide
+// settings (and the defaults they give root policies) and the policy tree.
+func (s *Service) inputs(ctx context.Context, manager map[string]string) (settings.Settings, map[string]string, map[int]policy.Policy, error) {
+	base, err := settings.FromMap(manager)
+	if err != nil {
+		return base, nil, nil, fmt.Errorf("manager settings: %w", err)
+	}
+	defaults := policy.Defaults()
+	for k, v := range base.Map() {
+		defaults[k] = v
+	}
+	list, err := s.store.ListPolicies(ctx)
+	if err != nil {
+		return base, nil, nil, err
+	}
+	policies := make(map[int]policy.Policy, len(list))
+	for _, p := range list {
+		policies[p.ID] = p
+	}
+	return base, defaults, policies, nil
 }
 
 // Override returns a computer's overrides in the policy model. The older
@@ -353,24 +363,12 @@ func (s *Service) Preview(ctx context.Context, policyID int, ov policy.Override)
 	if err != nil {
 		return nil, err
 	}
-	base, err := settings.FromMap(manager)
+	base, defaults, policies, err := s.inputs(ctx, manager)
 	if err != nil {
 		return nil, err
 	}
 	if policyID == 0 {
 		policyID, _ = strconv.Atoi(manager[KeyDefaultPolicy])
-	}
-	defaults := policy.Defaults()
-	for k, v := range base.Map() {
-		defaults[k] = v
-	}
-	list, err := s.store.ListPolicies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	policies := make(map[int]policy.Policy, len(list))
-	for _, p := range list {
-		policies[p.ID] = p
 	}
 	if _, ok := policies[policyID]; !ok {
 		policyID = 0
