@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -133,7 +134,7 @@ func TestDocsPage(t *testing.T) {
 func TestPage(t *testing.T) {
 	items := []int{1, 2, 3, 4, 5}
 	var got []int
-	q := pageQuery{Limit: 2}
+	q := PageQuery{Limit: 2}
 	for i := 0; ; i++ {
 		p, next, err := page(items, q)
 		if err != nil {
@@ -151,7 +152,7 @@ func TestPage(t *testing.T) {
 	if len(got) != 5 || got[4] != 5 {
 		t.Fatalf("pages gave %v", got)
 	}
-	if _, _, err := page(items, pageQuery{Cursor: "!!", Limit: 2}); err == nil {
+	if _, _, err := page(items, PageQuery{Cursor: "!!", Limit: 2}); err == nil {
 		t.Error("a forged cursor was accepted")
 	}
 }
@@ -182,5 +183,32 @@ func TestOpenAPIGolden(t *testing.T) {
 	}
 	if diff := cmp.Diff(string(want), string(got)+"\n"); diff != "" {
 		t.Errorf("the OpenAPI document changed (-golden +now); review and run with -update:\n%s", diff)
+	}
+}
+
+// TestListsArePaged checks every list operation declares cursor and limit:
+// huma silently drops parameters of embedded unexported structs, which once
+// left the older lists unpaged.
+func TestListsArePaged(t *testing.T) {
+	a, _ := newTestAPI(t)
+	paged := map[string]bool{"list-computers": true, "list-firewall-rules": true, "list-firewall-lists": true}
+	seen := 0
+	for _, item := range a.OpenAPI().Paths {
+		for _, op := range []*huma.Operation{item.Get} {
+			if op == nil || !paged[op.OperationID] {
+				continue
+			}
+			seen++
+			var names []string
+			for _, p := range op.Parameters {
+				names = append(names, p.Name)
+			}
+			if !slices.Contains(names, "cursor") || !slices.Contains(names, "limit") {
+				t.Errorf("%s takes %v, want cursor and limit", op.OperationID, names)
+			}
+		}
+	}
+	if seen != len(paged) {
+		t.Errorf("found %d of the %d paged operations", seen, len(paged))
 	}
 }

@@ -256,7 +256,7 @@ type rulePath struct {
 	ID int `path:"id" minimum:"1" doc:"Rule ID."`
 }
 
-// Inputs spell their parameters out rather than embed pageQuery or a
+// Inputs spell their parameters out rather than embed PageQuery or a
 // path struct: huma skips embedded structs of unexported types.
 
 type listIDPath struct {
@@ -323,7 +323,7 @@ func (a *API) registerFirewall() {
 				out.Body.Items = append(out.Body.Items, FirewallRule(r))
 			}
 		}
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, pageQuery{Cursor: in.Cursor, Limit: in.Limit})
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, PageQuery{Cursor: in.Cursor, Limit: in.Limit})
 		return out, err
 	})
 	registerRaw(a, PermRulesWrite, ruleSchema, "A firewall rule (its ID, if any, is ignored).", 1<<20, huma.Operation{
@@ -462,7 +462,7 @@ func (a *API) registerFirewall() {
 			}
 		}{}
 		out.Body.Items = firewallLists(ls, firewallList)
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, pageQuery{Cursor: in.Cursor, Limit: in.Limit})
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, PageQuery{Cursor: in.Cursor, Limit: in.Limit})
 		return out, err
 	})
 	register(a, PermListsWrite, huma.Operation{

@@ -7,15 +7,17 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 )
 
-// pageQuery is the cursor pagination every list takes.
-type pageQuery struct {
+// PageQuery is the cursor pagination every list takes. It is exported
+// because huma ignores embedded structs of unexported types: unexported,
+// its parameters silently vanished from every list that embedded it.
+type PageQuery struct {
 	Cursor string `query:"cursor" maxLength:"64" doc:"next_cursor of the previous page; empty: the first page."`
 	Limit  int    `query:"limit" minimum:"1" maximum:"10000" default:"1000" doc:"Items per page."`
 }
 
 // page cuts one page out of a sorted list. The cursor is opaque to clients
 // (today an offset; it may become a key without changing the API).
-func page[T any](items []T, q pageQuery) ([]T, string, error) {
+func page[T any](items []T, q PageQuery) ([]T, string, error) {
 	start := 0
 	if q.Cursor != "" {
 		b, err := base64.RawURLEncoding.DecodeString(q.Cursor)

@@ -125,7 +125,7 @@ func (a *API) registerComputers() {
 		Status string `query:"status" enum:"online,warning,offline,pending,deactivated," doc:"Only computers with this status."`
 		Search string `query:"q" maxLength:"255" doc:"Only computers whose host name, ID or IP contains this."`
 		Sort   string `query:"sort" enum:"hostname,last_seen,status" default:"hostname" doc:"Order: by host name, most recently seen first, or by status."`
-		pageQuery
+		PageQuery
 	}) (*computerList, error) {
 		cs, err := a.d.Store.ListComputers(ctx)
 		if err != nil {
@@ -149,7 +149,7 @@ func (a *API) registerComputers() {
 			slices.SortStableFunc(out.Body.Items, func(x, y Computer) int { return strings.Compare(x.Status, y.Status) })
 		}
 		var err2 error
-		out.Body.Items, out.Body.NextCursor, err2 = page(out.Body.Items, in.pageQuery)
+		out.Body.Items, out.Body.NextCursor, err2 = page(out.Body.Items, in.PageQuery)
 		return out, err2
 	})
 	register(a, PermComputersRead, huma.Operation{
@@ -291,7 +291,7 @@ func (a *API) registerTokens() {
 		Summary: "List activation tokens", Tags: []string{"Activation tokens"},
 	}, func(ctx context.Context, in *struct {
 		State string `query:"state" enum:"active,expired,revoked,used-up," doc:"Only tokens in this state."`
-		pageQuery
+		PageQuery
 	}) (*struct {
 		Body struct {
 			Items      []Token `json:"items"`
@@ -315,7 +315,7 @@ func (a *API) registerTokens() {
 				out.Body.Items = append(out.Body.Items, v)
 			}
 		}
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.pageQuery)
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.PageQuery)
 		return out, err
 	})
 	register(a, PermTokensRead, huma.Operation{
@@ -375,7 +375,7 @@ func (a *API) registerAlerts() {
 		State    string   `query:"state" enum:"open,cleared,all" default:"open" doc:"Which alerts."`
 		Computer string   `query:"computer" maxLength:"64" doc:"Only this computer's alerts."`
 		Type     []string `query:"type" doc:"Only these types."`
-		pageQuery
+		PageQuery
 	}) (*struct {
 		Body struct {
 			Items      []Alert `json:"items"`
@@ -405,7 +405,7 @@ func (a *API) registerAlerts() {
 		for _, x := range as {
 			out.Body.Items = append(out.Body.Items, alert(x))
 		}
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.pageQuery)
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.PageQuery)
 		return out, err
 	})
 	register(a, PermAlertsRead, huma.Operation{
