@@ -256,9 +256,6 @@ type rulePath struct {
 	ID int `path:"id" minimum:"1" doc:"Rule ID."`
 }
 
-// Inputs spell their parameters out rather than embed PageQuery or a
-// path struct: huma skips embedded structs of unexported types.
-
 type listIDPath struct {
 	Kind string `path:"kind" enum:"ip,mac,port" doc:"IP, MAC or port list."`
 	ID   int    `path:"id" minimum:"1" doc:"List ID."`
@@ -298,8 +295,7 @@ func (a *API) registerFirewall() {
 		Summary: "List firewall rules", Tags: tags, Description: "By ID, in Deep Security's JSON form.",
 	}, func(ctx context.Context, in *struct {
 		Search string `query:"q" maxLength:"255" doc:"Only rules whose name contains this (any case)."`
-		Cursor string `query:"cursor" maxLength:"64" doc:"next_cursor of the previous page; empty: the first page."`
-		Limit  int    `query:"limit" minimum:"1" maximum:"10000" default:"1000" doc:"Items per page."`
+		PageQuery
 	}) (*struct {
 		Body struct {
 			Items      []FirewallRule `json:"items"`
@@ -323,7 +319,7 @@ func (a *API) registerFirewall() {
 				out.Body.Items = append(out.Body.Items, FirewallRule(r))
 			}
 		}
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, PageQuery{Cursor: in.Cursor, Limit: in.Limit})
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.PageQuery)
 		return out, err
 	})
 	registerRaw(a, PermRulesWrite, ruleSchema, "A firewall rule (its ID, if any, is ignored).", 1<<20, huma.Operation{
@@ -442,9 +438,8 @@ func (a *API) registerFirewall() {
 		OperationID: "list-firewall-lists", Method: http.MethodGet, Path: "/api/v1/firewall/lists/{kind}",
 		Summary: "List IP, MAC or port lists", Tags: tags, Description: "By ID, in Deep Security's JSON form.",
 	}, func(ctx context.Context, in *struct {
-		Kind   string `path:"kind" enum:"ip,mac,port" doc:"IP, MAC or port list."`
-		Cursor string `query:"cursor" maxLength:"64" doc:"next_cursor of the previous page; empty: the first page."`
-		Limit  int    `query:"limit" minimum:"1" maximum:"10000" default:"1000" doc:"Items per page."`
+		Kind string `path:"kind" enum:"ip,mac,port" doc:"IP, MAC or port list."`
+		PageQuery
 	}) (*struct {
 		Body struct {
 			Items      []FirewallList `json:"items"`
@@ -462,7 +457,7 @@ func (a *API) registerFirewall() {
 			}
 		}{}
 		out.Body.Items = firewallLists(ls, firewallList)
-		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, PageQuery{Cursor: in.Cursor, Limit: in.Limit})
+		out.Body.Items, out.Body.NextCursor, err = page(out.Body.Items, in.PageQuery)
 		return out, err
 	})
 	register(a, PermListsWrite, huma.Operation{
