@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -169,27 +168,15 @@ type ResolvedRule struct {
 	Source string `json:"source"`
 }
 
-func effectiveOut(r *rollout.Resolved, names map[int]string) EffectivePolicy {
+func effectiveOut(r *rollout.Resolved) EffectivePolicy {
 	out := EffectivePolicy{Fingerprint: r.Fingerprint, Settings: map[string]ResolvedValue{}, Rules: []ResolvedRule{}}
 	for k, v := range r.Effective.Settings {
 		out.Settings[k] = ResolvedValue{v.Value, v.Source}
 	}
 	for _, id := range r.Effective.RuleIDs() {
-		out.Rules = append(out.Rules, ResolvedRule{ID: id, Name: names[id], Source: r.Effective.Rules[id]})
+		out.Rules = append(out.Rules, ResolvedRule{ID: id, Name: r.RuleNames[id], Source: r.Effective.Rules[id]})
 	}
 	return out
-}
-
-// ruleNames reads the rule names out of a resolved document.
-func ruleNames(r *rollout.Resolved) map[int]string {
-	names := map[int]string{}
-	var doc policy.Document
-	if err := json.Unmarshal(r.Document, &doc); err == nil {
-		for _, rule := range doc.Firewall.Rules {
-			names[rule.ID] = rule.Name
-		}
-	}
-	return names
 }
 
 type policyOutput struct {
@@ -309,7 +296,7 @@ func (a *API) registerPolicies() {
 		if err != nil {
 			return nil, a.storeErr(fmt.Sprintf("policy %d", in.ID), err)
 		}
-		return &struct{ Body EffectivePolicy }{effectiveOut(r, ruleNames(r))}, nil
+		return &struct{ Body EffectivePolicy }{effectiveOut(r)}, nil
 	})
 	register(a, PermComputersRead, huma.Operation{
 		OperationID: "get-computer-policy", Method: http.MethodGet, Path: "/api/v1/computers/{id}/policy",
@@ -325,7 +312,7 @@ func (a *API) registerPolicies() {
 		if !ok {
 			return nil, huma.Error404NotFound("computer " + in.ID + " has no effective policy (deactivated, or its policy cannot be resolved: see the manager log)")
 		}
-		out := effectiveOut(r, ruleNames(r))
+		out := effectiveOut(r)
 		if l, ok := a.d.Fleet.Live(in.ID, a.d.Now()); ok {
 			out.Reported, out.Status = l.PolicyReported, l.PolicyStatus()
 		}
@@ -375,6 +362,6 @@ func (a *API) registerPolicies() {
 		if err != nil {
 			return nil, a.storeErr("computer", err)
 		}
-		return &struct{ Body EffectivePolicy }{effectiveOut(r, ruleNames(r))}, nil
+		return &struct{ Body EffectivePolicy }{effectiveOut(r)}, nil
 	})
 }

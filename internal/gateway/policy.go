@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -14,7 +12,7 @@ import (
 
 // Policies answers agents' policy requests. Nil disables the endpoint.
 type Policies interface {
-	ForAgent(ctx context.Context, id, have string) (fp string, doc, delta []byte, err error)
+	ForAgent(ctx context.Context, id, have string) (*rollout.Answer, error)
 	// Changed asks for the effective policies to be recomputed soon (a
 	// computer enrolled).
 	Changed()
@@ -42,7 +40,7 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request) {
 		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "policy request: have: longer than 64 bytes")
 		return
 	}
-	fp, doc, delta, err := g.policies.ForAgent(r.Context(), id, req.Have)
+	ans, err := g.policies.ForAgent(r.Context(), id, req.Have)
 	if errors.Is(err, rollout.ErrNoPolicy) {
 		g.problem(w, http.StatusNotFound, codeNoPolicy, "the manager has no effective policy for this computer yet; it is retried at the next heartbeat")
 		return
@@ -51,21 +49,14 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request) {
 		g.internal(w, "policy for agent", err)
 		return
 	}
-	body, err := json.Marshal(proto.PolicyResponse{V: proto.Version, Fingerprint: fp, Document: doc, Delta: delta})
-	if err != nil {
-		g.internal(w, "encode policy", err)
-		return
-	}
 	w.Header().Set("Content-Type", "application/json")
-	if len(body) < gzipAbove || !acceptsGzip(r) {
-		_, _ = w.Write(body)
+	if len(ans.Body) < gzipAbove || !acceptsGzip(r) {
+		_, _ = w.Write(ans.Body)
 		return
 	}
 	w.Header().Set("Content-Encoding", "gzip")
 	w.Header().Add("Vary", "Accept-Encoding")
-	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-	_, _ = zw.Write(body)
-	_ = zw.Close()
+	_, _ = w.Write(ans.Gzip())
 }
 
 func acceptsGzip(r *http.Request) bool {

@@ -10,6 +10,7 @@ package rollout
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/yagura/yagura/internal/firewall"
 	"github.com/yagura/yagura/internal/policy"
+	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
 )
@@ -80,12 +82,16 @@ type Resolved struct {
 	Document    []byte // canonical JSON
 	Fingerprint string
 	Settings    settings.Settings
+	// RuleNames are the names of the assigned rules, for the API.
+	RuleNames map[int]string
+
+	fullOnce sync.Once
+	full     *Answer // the whole document as an agent gets it
 }
 
 type state struct {
 	key       string // revision + settings the state was built from
 	computers map[string]*Resolved
-	policies  map[int]policy.Policy
 }
 
 // Service resolves and delivers policies. Create it with New, call Refresh
@@ -98,9 +104,12 @@ type Service struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu    sync.Mutex // serialises Refresh
-	state atomic.Pointer[state]
-	kick  chan struct{}
+	mu sync.Mutex // serialises Refresh
+
+	answersMu sync.Mutex
+	answers   map[string]*Answer // by "have>target" fingerprints
+	state     atomic.Pointer[state]
+	kick      chan struct{}
 
 	refreshes  prometheus.Counter
 	deltas     *prometheus.CounterVec
@@ -111,6 +120,7 @@ type Service struct {
 func New(cfg Config, st Store, fl Fleet, waker Waker, log *slog.Logger, reg prometheus.Registerer) *Service {
 	s := &Service{
 		cfg: cfg, store: st, fleet: fl, waker: waker, log: log, now: time.Now, kick: make(chan struct{}, 1),
+		answers: map[string]*Answer{},
 		refreshes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "yagura_policy_refreshes_total", Help: "Times the effective policies of all computers were recomputed.",
 		}),
@@ -121,7 +131,7 @@ func New(cfg Config, st Store, fl Fleet, waker Waker, log *slog.Logger, reg prom
 			Name: "yagura_policy_resolve_errors_total", Help: "Computers whose effective policy could not be resolved.",
 		}),
 	}
-	s.state.Store(&state{computers: map[string]*Resolved{}, policies: map[int]policy.Policy{}})
+	s.state.Store(&state{computers: map[string]*Resolved{}})
 	if reg != nil {
 		reg.MustRegister(s.refreshes, s.deltas, s.resolveErr)
 	}
@@ -232,7 +242,7 @@ func (s *Service) build(ctx context.Context, key string, manager map[string]stri
 	if _, ok := policies[defPolicy]; !ok {
 		defPolicy = 0
 	}
-	next := &state{key: key, computers: make(map[string]*Resolved, len(computers)), policies: policies}
+	next := &state{key: key, computers: make(map[string]*Resolved, len(computers))}
 	groups := map[string]*Resolved{}
 	sets := map[string]firewall.Set{}
 	for _, c := range computers {
@@ -335,7 +345,11 @@ func (s *Service) resolve(ctx context.Context, defaults map[string]string, base 
 	if err != nil {
 		return nil, err
 	}
-	return &Resolved{Effective: eff, Document: body, Fingerprint: fp, Settings: st}, nil
+	names := make(map[int]string, len(set.Rules))
+	for _, r := range set.Rules {
+		names[r.ID] = r.Name
+	}
+	return &Resolved{Effective: eff, Document: body, Fingerprint: fp, Settings: st, RuleNames: names}, nil
 }
 
 // toSettings turns the heartbeat and communication values of an effective
@@ -380,28 +394,87 @@ func (s *Service) Preview(ctx context.Context, policyID int, ov policy.Override)
 // deactivated, or its policy cannot be resolved).
 var ErrNoPolicy = errors.New("no effective policy for this computer")
 
+// Answer is an encoded policy response (proto.PolicyResponse). It is built
+// once and shared by every agent asking for the same change — after a
+// policy edit, thousands ask for the same one — and gzipped once, the first
+// time an agent accepts that.
+type Answer struct {
+	Body  []byte
+	Delta bool // a delta, not the whole document
+
+	gzOnce sync.Once
+	gz     []byte
+}
+
+// Gzip returns Body gzipped.
+func (a *Answer) Gzip() []byte {
+	a.gzOnce.Do(func() {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		_, _ = zw.Write(a.Body)
+		_ = zw.Close()
+		a.gz = buf.Bytes()
+	})
+	return a.gz
+}
+
+func newAnswer(fp string, doc, delta []byte) *Answer {
+	b, _ := json.Marshal(proto.PolicyResponse{V: proto.Version, Fingerprint: fp, Document: doc, Delta: delta})
+	return &Answer{Body: b, Delta: delta != nil}
+}
+
+// maxAnswers bounds the cache of deltas; it is emptied when full.
+const maxAnswers = 1024
+
 // ForAgent answers an agent's policy request: a delta from the document it
 // holds when this manager still has that document and the delta is
 // smaller, else the whole document.
-func (s *Service) ForAgent(ctx context.Context, id, have string) (fp string, doc, delta []byte, err error) {
+func (s *Service) ForAgent(ctx context.Context, id, have string) (*Answer, error) {
 	r, ok := s.Computer(id)
 	if !ok {
-		return "", nil, nil, ErrNoPolicy
+		return nil, ErrNoPolicy
 	}
 	if have == r.Fingerprint {
-		return r.Fingerprint, nil, nil, nil
+		return newAnswer(r.Fingerprint, nil, nil), nil
 	}
-	if have != "" {
-		if d, ok := s.delta(ctx, have, r); ok {
-			s.deltas.WithLabelValues("delta").Inc()
-			return r.Fingerprint, nil, d, nil
-		}
+	a := s.answer(ctx, have, r)
+	form := "full"
+	if a.Delta {
+		form = "delta"
 	}
-	s.deltas.WithLabelValues("full").Inc()
-	return r.Fingerprint, r.Document, nil, nil
+	s.deltas.WithLabelValues(form).Inc()
+	return a, nil
+}
+
+// answer returns the cached answer for the change from have to r, making
+// it on first use.
+func (s *Service) answer(ctx context.Context, have string, r *Resolved) *Answer {
+	key := have + ">" + r.Fingerprint
+	s.answersMu.Lock()
+	a, ok := s.answers[key]
+	s.answersMu.Unlock()
+	if ok {
+		return a
+	}
+	if d, ok := s.delta(ctx, have, r); ok {
+		a = newAnswer(r.Fingerprint, nil, d)
+	} else {
+		r.fullOnce.Do(func() { r.full = newAnswer(r.Fingerprint, r.Document, nil) })
+		a = r.full
+	}
+	s.answersMu.Lock()
+	if len(s.answers) >= maxAnswers {
+		clear(s.answers)
+	}
+	s.answers[key] = a
+	s.answersMu.Unlock()
+	return a
 }
 
 func (s *Service) delta(ctx context.Context, have string, r *Resolved) ([]byte, bool) {
+	if have == "" {
+		return nil, false
+	}
 	oldBody, err := s.store.PolicyDocument(ctx, have)
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
@@ -425,6 +498,3 @@ func (s *Service) delta(ctx context.Context, have string, r *Resolved) ([]byte, 
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), true
 }
-
-// Policies returns the policies as last loaded.
-func (s *Service) Policies() map[int]policy.Policy { return s.state.Load().policies }
