@@ -213,6 +213,10 @@ func TestFirewallEndToEnd(t *testing.T) {
 	if !reach(l.agentNS, l.peerIP, 8082) {
 		t.Error("released: peer port 8082 is still unreachable")
 	}
+	eventually(t, 10*time.Second, "the computer shown released", func() (bool, string) {
+		c := m.computers(t)[id]
+		return !c.Isolated, fmt.Sprint(c.Isolated)
+	})
 
 	// 4. Rollback: new connections to the manager are dropped by a table of
 	// the host's own (the agent's kept connection still works, so the job

@@ -67,7 +67,7 @@ func (a *API) computer(c store.Computer, now time.Time) Computer {
 		out.ClockOffsetS = l.ClockOffset.Seconds()
 		out.UptimeS = int64(l.Uptime.Seconds())
 		out.PolicyStatus = l.PolicyStatus()
-		out.Isolated = l.Isolated
+		out.Isolated = out.Isolated || l.Isolated
 	} else if c.State != store.ComputerActive {
 		out.Status = string(fleet.StatusDeactivated)
 	} else {

@@ -242,18 +242,6 @@ func (f *Fleet) SetPolicy(id, fingerprint string, s *settings.Settings) bool {
 	return ok
 }
 
-// ComputerSettings returns the settings that apply to one computer.
-func (f *Fleet) ComputerSettings(id string) settings.Settings {
-	global := f.settings.Load()
-	sh := f.shard(id)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e, ok := sh.m[id]; ok {
-		return *e.conf(global)
-	}
-	return *global
-}
-
 func (f *Fleet) shard(id string) *shard {
 	return &f.shards[maphash.String(f.seed, id)%nShards]
 }

@@ -36,6 +36,7 @@ type Store interface {
 	PendingComputers(ctx context.Context) ([]string, error)
 	ListComputers(ctx context.Context) ([]store.Computer, error)
 	MarkUninstalled(ctx context.Context, id string, at time.Time) error
+	SetComputerIsolation(ctx context.Context, id, state string) error
 	CreateFile(ctx context.Context, f store.File) error
 	GetFile(ctx context.Context, id string) (store.File, error)
 	SetFileReceived(ctx context.Context, id string, received int64, complete time.Time) error
@@ -354,12 +355,27 @@ func (s *Service) Report(ctx context.Context, agentID string, r *proto.JobStatus
 		return t, err
 	}
 	if t.Status == store.JobSucceeded {
-		if j, err := s.st.GetJob(ctx, r.JobID); err == nil && j.Kind == proto.JobUninstall {
+		j, err := s.st.GetJob(ctx, r.JobID)
+		if err != nil {
+			return t, nil // the job's own record is written; the side effects below are best effort
+		}
+		switch j.Kind {
+		case proto.JobUninstall:
 			if err := s.st.MarkUninstalled(ctx, agentID, now); err != nil {
 				return t, err
 			}
 			s.fleet.Deactivate(agentID)
 			s.log.Info("computer uninstalled its agent", "computer", agentID, "job", r.JobID)
+		case proto.JobIsolate, proto.JobRelease:
+			// Kept in the store so the console shows an isolated computer
+			// as isolated even while it is offline, across manager restarts.
+			state := ""
+			if j.Kind == proto.JobIsolate {
+				state = "isolated"
+			}
+			if err := s.st.SetComputerIsolation(ctx, agentID, state); err != nil {
+				return t, err
+			}
 		}
 	}
 	return t, nil

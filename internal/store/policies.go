@@ -405,7 +405,8 @@ func (db *DB) AllComputerRules(ctx context.Context) (map[string]map[int]bool, er
 	return r, nil
 }
 
-// SetComputerIsolation records what the agent reports about isolation.
+// SetComputerIsolation records the isolation an isolate or release job left
+// ("isolated" or ""), so it shows while the computer is offline.
 func (db *DB) SetComputerIsolation(ctx context.Context, id, state string) error {
 	res, err := db.db.ExecContext(ctx, db.rb("UPDATE computers SET isolation = ? WHERE id = ?"), state, id)
 	if err == nil {

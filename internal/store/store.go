@@ -87,7 +87,7 @@ type Computer struct {
 	PolicyID int
 	// Settings are the computer's own setting overrides (policy keys).
 	Settings map[string]string
-	// Isolation is "" or "isolated", as the agent last reported it.
+	// Isolation is "" or "isolated", as the last isolate or release job left it.
 	Isolation string
 }
 
