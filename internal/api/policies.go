@@ -26,8 +26,7 @@ type PolicyStore interface {
 	ListPolicies(ctx context.Context) ([]policy.Policy, error)
 	UpdatePolicy(ctx context.Context, p policy.Policy, ifVersion int64, now time.Time) (policy.Policy, error)
 	DeletePolicy(ctx context.Context, id int) error
-	SetComputerPolicy(ctx context.Context, id string, policyID int) (store.Computer, error)
-	SetComputerOverrides(ctx context.Context, id string, settings map[string]string, rules map[int]bool) (store.Computer, error)
+	SetComputerPolicy(ctx context.Context, id string, cp store.ComputerPolicy) (store.Computer, error)
 	ComputerRules(ctx context.Context, id string) (map[int]bool, error)
 }
 
@@ -343,19 +342,11 @@ func (a *API) registerPolicies() {
 		// column (and its fleet fast path).
 		comm := s[policy.KeyCommunication]
 		delete(s, policy.KeyCommunication)
-		if _, err := a.d.Policies.SetComputerPolicy(ctx, in.ID, in.Body.PolicyID); err != nil {
-			return nil, a.policyErr("computer", err)
-		}
-		c, err := a.d.Policies.SetComputerOverrides(ctx, in.ID, s, rules)
+		c, err := a.d.Policies.SetComputerPolicy(ctx, in.ID, store.ComputerPolicy{PolicyID: in.Body.PolicyID, Settings: s, Rules: rules, Communication: comm})
 		if err != nil {
 			return nil, a.policyErr("computer", err)
 		}
-		if comm != c.Communication {
-			if c, err = a.d.Store.SetComputerCommunication(ctx, in.ID, comm); err != nil {
-				return nil, a.storeErr("computer", err)
-			}
-			a.d.Fleet.Add(c)
-		}
+		a.d.Fleet.Add(c)
 		a.changed(ctx)
 		note(ctx, "computer-policy", map[string]any{"id": in.ID, "policy_id": in.Body.PolicyID})
 		r, err := a.d.Rollout.Preview(ctx, c.PolicyID, rollout.Override(c, rules))

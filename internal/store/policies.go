@@ -334,55 +334,49 @@ func (db *DB) DeletePolicy(ctx context.Context, id int) error {
 	return nil
 }
 
-// SetComputerPolicy moves a computer to a policy (0: the default policy).
-func (db *DB) SetComputerPolicy(ctx context.Context, id string, policyID int) (Computer, error) {
+// ComputerPolicy is what an administrator sets on one computer: its
+// policy (0: the default policy) and its overrides. Communication is the
+// override of agent.communication, kept in its own column from before
+// policies ("" : none).
+type ComputerPolicy struct {
+	PolicyID      int
+	Settings      map[string]string
+	Rules         map[int]bool
+	Communication string
+}
+
+// SetComputerPolicy replaces a computer's policy and overrides, in one
+// transaction: a refused rule or policy leaves everything as it was.
+func (db *DB) SetComputerPolicy(ctx context.Context, id string, cp ComputerPolicy) (Computer, error) {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
 			return err
 		}
-		if policyID != 0 {
+		if cp.PolicyID != 0 {
 			var one int
-			err := tx.QueryRowContext(ctx, db.rb("SELECT 1 FROM policies WHERE id = ?"), policyID).Scan(&one)
+			err := tx.QueryRowContext(ctx, db.rb("SELECT 1 FROM policies WHERE id = ?"), cp.PolicyID).Scan(&one)
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("policy %d does not exist: %w", policyID, ErrInvalid)
+				return fmt.Errorf("policy %d does not exist: %w", cp.PolicyID, ErrInvalid)
 			}
 			if err != nil {
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, db.rb("UPDATE computers SET policy_id = ? WHERE id = ?"), nullID(policyID), id)
-		if err != nil {
+		if err := db.checkRulesExist(ctx, tx, cp.Rules); err != nil {
 			return err
 		}
-		return expectOne(res)
-	})
-	if err != nil {
-		return Computer{}, db.fail(fmt.Sprintf("set policy of computer %q", id), err)
-	}
-	return db.GetComputer(ctx, id)
-}
-
-// SetComputerOverrides replaces a computer's setting overrides and rule
-// assignment overrides.
-func (db *DB) SetComputerOverrides(ctx context.Context, id string, settings map[string]string, rules map[int]bool) (Computer, error) {
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		if err := db.bumpPolicyRevision(ctx, tx); err != nil {
-			return err
-		}
-		if err := db.checkRulesExist(ctx, tx, rules); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, db.rb("UPDATE computers SET settings = ? WHERE id = ?"), encodeSettings(settings), id)
+		res, err := tx.ExecContext(ctx, db.rb("UPDATE computers SET policy_id = ?, settings = ?, communication = ? WHERE id = ?"),
+			nullID(cp.PolicyID), encodeSettings(cp.Settings), cp.Communication, id)
 		if err != nil {
 			return err
 		}
 		if err := expectOne(res); err != nil {
 			return err
 		}
-		return db.replaceAssignments(ctx, tx, OwnerComputer, id, rules)
+		return db.replaceAssignments(ctx, tx, OwnerComputer, id, cp.Rules)
 	})
 	if err != nil {
-		return Computer{}, db.fail(fmt.Sprintf("set overrides of computer %q", id), err)
+		return Computer{}, db.fail(fmt.Sprintf("set policy of computer %q", id), err)
 	}
 	return db.GetComputer(ctx, id)
 }

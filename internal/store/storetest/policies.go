@@ -78,18 +78,20 @@ func testPolicies(t *testing.T, db *store.DB) {
 
 	// Computers: policy and overrides; a used policy cannot be deleted.
 	c := enrol(t, db, store.Computer{ID: "pol-1", Hostname: "web01"})[0]
-	got2, err := db.SetComputerPolicy(ctx, c.ID, web.ID)
-	if err != nil || got2.PolicyID != web.ID {
-		t.Fatalf("SetComputerPolicy = %d, %v", got2.PolicyID, err)
+	got2, err := db.SetComputerPolicy(ctx, c.ID, store.ComputerPolicy{PolicyID: web.ID,
+		Settings: map[string]string{policy.KeyHeartbeat: "10s"}, Communication: "bidirectional"})
+	if err != nil || got2.PolicyID != web.ID || got2.Settings[policy.KeyHeartbeat] != "10s" || got2.Communication != "bidirectional" {
+		t.Fatalf("SetComputerPolicy = policy %d, settings %v, communication %q, %v", got2.PolicyID, got2.Settings, got2.Communication, err)
 	}
-	_, err = db.SetComputerPolicy(ctx, c.ID, 999)
+	_, err = db.SetComputerPolicy(ctx, c.ID, store.ComputerPolicy{PolicyID: 999})
 	checkErr(t, "SetComputerPolicy(unknown policy)", err, store.ErrInvalid)
-	_, err = db.SetComputerPolicy(ctx, "nobody", web.ID)
-	checkErr(t, "SetComputerPolicy(unknown computer)", err, store.ErrNotFound)
-	got2, err = db.SetComputerOverrides(ctx, c.ID, map[string]string{policy.KeyHeartbeat: "10s"}, nil)
-	if err != nil || got2.Settings[policy.KeyHeartbeat] != "10s" {
-		t.Fatalf("SetComputerOverrides = %v, %v", got2.Settings, err)
+	_, err = db.SetComputerPolicy(ctx, c.ID, store.ComputerPolicy{PolicyID: base.ID, Rules: map[int]bool{4242: true}})
+	checkErr(t, "SetComputerPolicy(unknown rule)", err, store.ErrInvalid)
+	if got := getComputer(t, db, c.ID); got.PolicyID != web.ID || got.Settings[policy.KeyHeartbeat] != "10s" {
+		t.Errorf("a refused SetComputerPolicy changed the computer: policy %d, settings %v", got.PolicyID, got.Settings)
 	}
+	_, err = db.SetComputerPolicy(ctx, "nobody", store.ComputerPolicy{PolicyID: web.ID})
+	checkErr(t, "SetComputerPolicy(unknown computer)", err, store.ErrNotFound)
 	err = db.DeletePolicy(ctx, base.ID)
 	checkErr(t, "DeletePolicy(has a child)", err, store.ErrConflict)
 	if err != nil && !strings.Contains(err.Error(), `policy 2 "Web"`) {
@@ -100,7 +102,7 @@ func testPolicies(t *testing.T, db *store.DB) {
 	if err != nil && !strings.Contains(err.Error(), "web01") {
 		t.Errorf("DeletePolicy error %q should name the computer", err)
 	}
-	if _, err := db.SetComputerPolicy(ctx, c.ID, 0); err != nil {
+	if _, err := db.SetComputerPolicy(ctx, c.ID, store.ComputerPolicy{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.DeletePolicy(ctx, web.ID); err != nil {
