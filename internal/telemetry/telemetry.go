@@ -91,8 +91,9 @@ type EventQuery struct {
 	ComputerIDs []string
 	Types       []string
 	Severities  []string
-	// Text matches events whose type or data contains it, ignoring case
-	// (ASCII case; other scripts match exactly).
+	// Text matches events whose type or data contains it, ignoring ASCII
+	// case (whether other scripts' case is folded depends on the backend;
+	// Japanese has none).
 	Text  string
 	After *Cursor
 	Limit int // 0: no limit

@@ -33,4 +33,3 @@ func BenchmarkInsertEvents(b *testing.B) {
 func BenchmarkTopEventTypes10M(b *testing.B) {
 	telemetrytest.BenchTopTypes(b, benchStore(b), 10_000_000)
 }
-

@@ -35,6 +35,9 @@ type Store struct {
 	mu   sync.Mutex // serialises writers: one appender, one stage table
 	w    *sql.Conn  // the writer's own connection (the stage table is per connection)
 	days map[string]bool
+	// maxTime is the newest event time in each day's table, loaded on
+	// first use; guarded by mu.
+	maxTime map[string]time.Time
 
 	daysMu sync.RWMutex // guards days for readers
 }
@@ -62,7 +65,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
 	}
 	db := sql.OpenDB(c)
-	s := &Store{db: db, conn: c, path: path, days: map[string]bool{}}
+	s := &Store{db: db, conn: c, path: path, days: map[string]bool{}, maxTime: map[string]time.Time{}}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		c.Close()
@@ -137,24 +140,113 @@ func (s *Store) InsertEvents(ctx context.Context, events []telemetry.Event) (int
 
 type span struct{ min, max time.Time }
 
+type key struct{ c, id string }
+
+// insert stores events in two ways. An event newer than everything its
+// day's table holds cannot be a duplicate of a stored one, so it is
+// appended straight into the table — the common case, as events arrive
+// about when they happen. Older ones (a resend, an agent back from offline,
+// a skewed clock) go through a stage table and an anti-join restricted to
+// their time span. Each part commits on its own: after a crash between
+// them, the resent batch finds the committed part older than the newest
+// stored and checks it.
 func (s *Store) insert(ctx context.Context, events []telemetry.Event) (int, error) {
-	spans := map[string]*span{}
-	// Repeats within the batch are dropped here (the first is kept), so
-	// the stage holds each key once and the insert is a plain anti-join.
-	type key struct{ c, id string }
 	seen := make(map[key]struct{}, len(events))
+	fresh := map[string][]telemetry.Event{}
+	var check []telemetry.Event
+	for _, e := range events {
+		k := key{e.ComputerID, e.ID}
+		if _, dup := seen[k]; dup {
+			continue // repeats within the batch: the first is kept
+		}
+		seen[k] = struct{}{}
+		// Microseconds are what the table keeps: comparing a finer time
+		// with a stored one would call a resent event newer than itself.
+		e.Time = e.Time.UTC().Truncate(time.Microsecond)
+		d := dayOf(e.Time)
+		newest, err := s.newest(ctx, d)
+		if err != nil {
+			return 0, err
+		}
+		if e.Time.After(newest) {
+			fresh[d] = append(fresh[d], e)
+		} else {
+			check = append(check, e)
+		}
+	}
+	inserted := 0
+	for d, evs := range fresh {
+		if err := s.appendDay(d, evs); err != nil {
+			return inserted, err
+		}
+		inserted += len(evs)
+	}
+	if len(check) > 0 {
+		n, err := s.insertChecked(ctx, check)
+		inserted += n
+		if err != nil {
+			return inserted, err
+		}
+	}
+	return inserted, nil
+}
+
+// newest returns the newest event time stored in day d's table (zero when
+// empty), creating the table if it is missing.
+func (s *Store) newest(ctx context.Context, d string) (time.Time, error) {
+	if t, ok := s.maxTime[d]; ok {
+		return t, nil
+	}
+	if !s.hasDay(d) {
+		if _, err := s.w.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS events_"+d+" "+tableDef); err != nil {
+			return time.Time{}, fmt.Errorf("create table for %s: %w", d, err)
+		}
+		s.daysMu.Lock()
+		s.days[d] = true
+		s.daysMu.Unlock()
+	}
+	var t sql.NullTime
+	if err := s.w.QueryRowContext(ctx, "SELECT max(time) FROM events_"+d).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("newest event of %s: %w", d, err)
+	}
+	s.maxTime[d] = t.Time.UTC()
+	return s.maxTime[d], nil
+}
+
+func (s *Store) appendDay(d string, evs []telemetry.Event) error {
+	err := s.w.Raw(func(dc any) error {
+		a, err := duck.NewAppender(dc.(driver.Conn), "", "main", "events_"+d)
+		if err != nil {
+			return fmt.Errorf("appender for %s: %w", d, err)
+		}
+		for _, e := range evs {
+			if err := a.AppendRow(e.ComputerID, e.ID, e.Type, e.Severity, e.Time, e.ReceivedAt.UTC(), e.Data); err != nil {
+				a.Close()
+				return fmt.Errorf("append event %q: %w", e.ID, err)
+			}
+		}
+		return a.Close()
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if e.Time.After(s.maxTime[d]) {
+			s.maxTime[d] = e.Time
+		}
+	}
+	return nil
+}
+
+func (s *Store) insertChecked(ctx context.Context, events []telemetry.Event) (int, error) {
+	spans := map[string]*span{}
 	err := s.w.Raw(func(dc any) error {
 		a, err := duck.NewAppender(dc.(driver.Conn), "temp", "main", "stage")
 		if err != nil {
 			return fmt.Errorf("stage appender: %w", err)
 		}
 		for _, e := range events {
-			k := key{e.ComputerID, e.ID}
-			if _, dup := seen[k]; dup {
-				continue
-			}
-			seen[k] = struct{}{}
-			t := e.Time.UTC()
+			t := e.Time
 			d := dayOf(t)
 			sp := spans[d]
 			if sp == nil {
@@ -191,18 +283,10 @@ func (s *Store) insert(ctx context.Context, events []telemetry.Event) (int, erro
 	}
 	slices.Sort(days)
 	inserted := 0
-	var created []string
 	for _, d := range days {
-		if !s.hasDay(d) {
-			if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS events_"+d+" "+tableDef); err != nil {
-				return 0, fmt.Errorf("create table for %s: %w", d, err)
-			}
-			created = append(created, d)
-		}
 		sp := spans[d]
-		// Keep the first of repeats within the batch, and nothing already
-		// stored: a resend carries the same times, so only the batch's span
-		// of the day's table is read.
+		// Nothing already stored: a resend carries the same times, so only
+		// the batch's span of the day's table is read.
 		res, err := tx.ExecContext(ctx, `INSERT INTO events_`+d+` (`+columns+`)
 SELECT `+columns+` FROM stage s
 WHERE s.time >= ? AND s.time <= ? AND NOT EXISTS (
@@ -220,13 +304,6 @@ WHERE s.time >= ? AND s.time <= ? AND NOT EXISTS (
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
-	}
-	if len(created) > 0 {
-		s.daysMu.Lock()
-		for _, d := range created {
-			s.days[d] = true
-		}
-		s.daysMu.Unlock()
 	}
 	return inserted, nil
 }
@@ -487,6 +564,7 @@ func (s *Store) dropDay(ctx context.Context, d string) (int64, error) {
 	s.daysMu.Lock()
 	delete(s.days, d)
 	s.daysMu.Unlock()
+	delete(s.maxTime, d)
 	// Dropped blocks are freed only at a checkpoint; size retention measures
 	// after each drop.
 	if _, err := s.w.ExecContext(ctx, "CHECKPOINT"); err != nil {
