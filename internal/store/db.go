@@ -501,34 +501,14 @@ func expectOne(res sql.Result) error {
 
 // ---- alerts ----
 
-// RaiseAlert records a as an open alert unless one of the same Type and
-// ComputerID is open already, in which case it returns that one and false.
+// RaiseAlert records a as an open alert unless one of the same Type,
+// ComputerID and Subject is open already, in which case it counts an
+// occurrence on that one (Occurrences, LastAt) and returns it with false.
 // The partial unique index on open alerts arbitrates races between
-// goroutines and manager nodes. ClearedAt and ClearedBy of a are ignored.
+// goroutines and manager nodes. Occurrences, LastAt and the acknowledged
+// and cleared fields of a are ignored.
 func (db *DB) RaiseAlert(ctx context.Context, a Alert) (Alert, bool, error) {
-	if a.ID == "" || a.Type == "" || a.RaisedAt.IsZero() {
-		return Alert{}, false, fmt.Errorf("raise alert %q: empty ID or type, or zero time: %w", a.ID, ErrInvalid)
-	}
-	// The open alert found on conflict may be cleared before we read it;
-	// then our insert can succeed on the next round.
-	for range 5 {
-		got, err := scanAlert(db.db.QueryRowContext(ctx, db.q.raiseAlert,
-			a.ID, a.Type, a.Severity, a.ComputerID, a.Message, micros(a.RaisedAt)))
-		if err == nil {
-			return got, true, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return Alert{}, false, db.fail(fmt.Sprintf("raise alert %q", a.ID), err)
-		}
-		got, err = scanAlert(db.db.QueryRowContext(ctx, db.q.openAlert, a.Type, a.ComputerID))
-		if err == nil {
-			return got, false, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return Alert{}, false, db.fail(fmt.Sprintf("raise alert %q", a.ID), err)
-		}
-	}
-	return Alert{}, false, fmt.Errorf("raise alert %q: open %s alert for computer %q keeps changing: %w", a.ID, a.Type, a.ComputerID, ErrConflict)
+	return db.raiseAlert(ctx, a, 0, nil)
 }
 
 // GetAlert returns one alert by ID.
@@ -602,10 +582,21 @@ func (db *DB) ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error) {
 		}
 		and = " AND "
 	}
-	if f.ComputerID != "" {
-		b.WriteString(and + "computer_id = ?")
-		args = append(args, f.ComputerID)
+	if f.Acked != nil {
+		b.WriteString(and)
+		if *f.Acked {
+			b.WriteString("acked_at IS NOT NULL")
+		} else {
+			b.WriteString("acked_at IS NULL")
+		}
 		and = " AND "
+	}
+	for _, c := range []struct{ col, v string }{{"computer_id", f.ComputerID}, {"subject", f.Subject}, {"rule_id", f.RuleID}} {
+		if c.v != "" {
+			b.WriteString(and + c.col + " = ?")
+			args = append(args, c.v)
+			and = " AND "
+		}
 	}
 	if len(f.Types) > 0 {
 		b.WriteString(and + "type IN (")
@@ -754,11 +745,13 @@ func scanComputer(s scanner) (Computer, error) {
 
 func scanAlert(s scanner) (Alert, error) {
 	var a Alert
-	var raised, cleared sql.NullInt64
-	if err := s.Scan(&a.ID, &a.Type, &a.Severity, &a.ComputerID, &a.Message, &raised, &cleared, &a.ClearedBy); err != nil {
+	var raised, last, acked, cleared sql.NullInt64
+	if err := s.Scan(&a.ID, &a.Type, &a.Severity, &a.ComputerID, &a.Message, &raised, &cleared, &a.ClearedBy,
+		&a.Subject, &a.RuleID, &a.Occurrences, &last, &acked, &a.AckedBy, &a.Data); err != nil {
 		return Alert{}, err
 	}
 	a.RaisedAt, a.ClearedAt = fromMicros(raised), fromMicros(cleared)
+	a.LastAt, a.AckedAt = fromMicros(last), fromMicros(acked)
 	return a, nil
 }
 
@@ -769,7 +762,8 @@ const (
 	computerColumns = "id, hostname, os, os_version, agent_version, ips, state, token_id, " +
 		"enrolled_at, deactivated_at, last_seen, uptime, clock_offset, cert_serial, cert_not_after, communication, " +
 		"policy_id, settings, isolation"
-	alertColumns = "id, type, severity, computer_id, message, raised_at, cleared_at, cleared_by"
+	alertColumns = "id, type, severity, computer_id, message, raised_at, cleared_at, cleared_by, " +
+		"subject, rule_id, occurrences, last_at, acked_at, acked_by, data"
 )
 
 // queries holds every fixed statement, rebound for the dialect once in New
@@ -782,7 +776,8 @@ type queries struct {
 	revokeToken, useToken                               string
 	insertComputer, getComputer, listComputers          string
 	deactivateComputer, updatePresence, setComputerCert string
-	raiseAlert, openAlert, getAlert, clearAlert         string
+	insertAlert, countOpenAlert, countAlert, lastAlert  string
+	getAlert, clearAlert, ackAlert                      string
 	clearOpenAlerts, clearOpenAlertsAll                 string
 }
 
@@ -823,12 +818,24 @@ func newQueries(rebind func(string) string, collate string) queries {
 
 		// The conflict target repeats the partial index's predicate: both
 		// engines need it to pick that index as the arbiter.
-		raiseAlert: rebind(`INSERT INTO alerts (id, type, severity, computer_id, message, raised_at)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (type, computer_id) WHERE cleared_at IS NULL DO NOTHING
+		insertAlert: rebind(`INSERT INTO alerts (id, type, severity, computer_id, subject, rule_id, message, data, raised_at, last_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (type, computer_id, subject) WHERE cleared_at IS NULL DO NOTHING
 			RETURNING ` + alertColumns),
-		openAlert: rebind(`SELECT ` + alertColumns + ` FROM alerts
-			WHERE type = ? AND computer_id = ? AND cleared_at IS NULL`),
+		// An occurrence may be reported late: last_at only moves forward.
+		countOpenAlert: rebind(`UPDATE alerts SET occurrences = occurrences + 1,
+			last_at = CASE WHEN last_at IS NULL OR last_at < ? THEN ? ELSE last_at END
+			WHERE type = ? AND computer_id = ? AND subject = ? AND cleared_at IS NULL
+			RETURNING ` + alertColumns),
+		countAlert: rebind(`UPDATE alerts SET occurrences = occurrences + 1,
+			last_at = CASE WHEN last_at IS NULL OR last_at < ? THEN ? ELSE last_at END
+			WHERE id = ?
+			RETURNING ` + alertColumns),
+		lastAlert: rebind(`SELECT ` + alertColumns + ` FROM alerts
+			WHERE type = ? AND computer_id = ? AND subject = ?
+			ORDER BY raised_at DESC, id` + collate + ` DESC LIMIT 1`),
+		ackAlert: rebind(`UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL AND cleared_at IS NULL
+			RETURNING ` + alertColumns),
 		getAlert: rebind(`SELECT ` + alertColumns + ` FROM alerts WHERE id = ?`),
 		clearAlert: rebind(`UPDATE alerts SET cleared_at = ?, cleared_by = ? WHERE id = ? AND cleared_at IS NULL
 			RETURNING ` + alertColumns),

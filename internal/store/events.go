@@ -123,3 +123,65 @@ func (db *DB) eventWhere(f EventFilter) (string, []any) {
 	}
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
+
+// MoveEvents hands the oldest events, up to batch of them, to fn and deletes
+// them once fn returns nil, returning how many moved (0 when none are left).
+// Events now live in the telemetry store; this empties the table earlier
+// versions filled.
+func (db *DB) MoveEvents(ctx context.Context, batch int, fn func([]Event) error) (int, error) {
+	evs, err := db.ListOldestEvents(ctx, batch)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	if err := fn(evs); err != nil {
+		return 0, err
+	}
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		q := "DELETE FROM events WHERE computer_id = ? AND id = ?"
+		if db.d.Rebind {
+			q = rebindDollar(q)
+		}
+		stmt, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, e := range evs {
+			if _, err := stmt.ExecContext(ctx, e.ComputerID, e.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, db.fail(fmt.Sprintf("delete %d moved events", len(evs)), err)
+	}
+	return len(evs), nil
+}
+
+// ListOldestEvents returns up to n events, oldest first.
+func (db *DB) ListOldestEvents(ctx context.Context, n int) ([]Event, error) {
+	q := "SELECT " + eventColumns + " FROM events ORDER BY time, computer_id" + db.collate + ", id" + db.collate + " LIMIT ?"
+	if db.d.Rebind {
+		q = rebindDollar(q)
+	}
+	rows, err := db.db.QueryContext(ctx, q, n)
+	if err != nil {
+		return nil, db.fail("list oldest events", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var t, r sql.NullInt64
+		if err := rows.Scan(&e.ComputerID, &e.ID, &e.Type, &e.Severity, &t, &r, &e.Data); err != nil {
+			return nil, db.fail("list oldest events", err)
+		}
+		e.Time, e.ReceivedAt = fromMicros(t), fromMicros(r)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.fail("list oldest events", err)
+	}
+	return out, nil
+}

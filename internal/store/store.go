@@ -1,5 +1,6 @@
 // Package store provides Yagura's state store: computers, activation tokens,
-// the internal CA, alerts and settings, kept in SQLite (embedded default) or
+// the internal CA, alerts, alert rules, notification channels and the
+// notification outbox, and settings, kept in SQLite (embedded default) or
 // PostgreSQL (shared by several manager nodes).
 //
 // One SQL implementation, [DB], serves both engines through a small [Dialect];
@@ -113,23 +114,40 @@ const (
 )
 
 // Alert is raised by the manager about a computer (or the manager itself,
-// with an empty ComputerID). At most one alert of a type per computer is open
-// at a time.
+// with an empty ComputerID). At most one alert of a type, computer and
+// subject is open at a time; the condition firing again while it is open
+// counts an occurrence on it.
 type Alert struct {
 	ID         string
 	Type       string // e.g. "computer-offline", "clock-drift"
 	Severity   string
 	ComputerID string
-	Message    string
-	RaisedAt   time.Time
-	ClearedAt  time.Time // zero while open
-	ClearedBy  string    // "system" for automatic clears, else the principal
+	// Subject is what the alert is about beyond the computer, e.g.
+	// "src 203.0.113.5" for a rule grouped by source; "" for none.
+	Subject string
+	RuleID  string // the alert rule that raised it, or ""
+	Message string
+	// Data is a JSON object of details (what matched), or empty.
+	Data     string
+	RaisedAt time.Time
+	// Occurrences counts the times the condition fired while the alert was
+	// open or suppressed, the first included; LastAt is the latest. Both
+	// are set by the store.
+	Occurrences int64
+	LastAt      time.Time
+	AckedAt     time.Time // zero unless acknowledged
+	AckedBy     string
+	ClearedAt   time.Time // zero while open
+	ClearedBy   string    // "system" for automatic clears, else the principal
 }
 
 // AlertFilter selects alerts; zero fields do not filter.
 type AlertFilter struct {
 	Open       *bool // true: only open; false: only cleared
+	Acked      *bool // true: only acknowledged; false: only unacknowledged
 	ComputerID string
+	Subject    string
+	RuleID     string
 	Types      []string
 	Limit      int // 0: no limit
 }

@@ -1,10 +1,14 @@
 package postgres_test
 
 import (
+	"database/sql"
 	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/yagura/yagura/internal/store"
 	"github.com/yagura/yagura/internal/store/postgres"
@@ -79,4 +83,14 @@ func TestOpenErrors(t *testing.T) {
 
 func BenchmarkUpdatePresence(b *testing.B) {
 	storetest.BenchUpdatePresence(b, open(b, testpg.Start(b)))
+}
+
+func TestNotificationsDownUp(t *testing.T) {
+	dsn := testpg.Start(t)
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	storetest.NotificationsDownUp(t, open(t, dsn), raw, goose.DialectPostgres, func(t *testing.T) *store.DB { return open(t, dsn) })
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pressly/goose/v3"
+
 	"github.com/yagura/yagura/internal/store"
 	"github.com/yagura/yagura/internal/store/sqlite"
 	"github.com/yagura/yagura/internal/store/storetest"
@@ -130,4 +132,14 @@ func TestNewerSchema(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "newer") {
 		t.Errorf("Open: %v, want an error saying the schema is newer", err)
 	}
+}
+
+func TestNotificationsDownUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	storetest.NotificationsDownUp(t, open(t, path), raw, goose.DialectSQLite3, func(t *testing.T) *store.DB { return open(t, path) })
 }

@@ -52,6 +52,18 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"ClearAlert", testClearAlert},
 		{"ClearOpenAlerts", testClearOpenAlerts},
 		{"ListAlerts", testListAlerts},
+		{"AlertSubjects", testAlertSubjects},
+		{"LastAlert", testLastAlert},
+		{"RaiseAlertNotify", testRaiseAlertNotify},
+		{"RaiseAlertSuppressed", testRaiseAlertSuppressed},
+		{"AckAlert", testAckAlert},
+		{"ListAlertFilters", testListAlertFilters},
+		{"AlertRules", testAlertRules},
+		{"Channels", testChannels},
+		{"EnqueueNotifications", testEnqueueNotifications},
+		{"ClaimNotifications", testClaimNotifications},
+		{"NotificationLifecycle", testNotificationLifecycle},
+		{"ClaimRace", testClaimRace},
 		{"InvalidArguments", testInvalidArguments},
 		{"Events", testEvents},
 		{"EventsIdempotent", testEventsIdempotent},
@@ -172,6 +184,13 @@ func enrol(t *testing.T, db *store.DB, cs ...store.Computer) []store.Computer {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// opened is a as RaiseAlert stores it when it raises it.
+func opened(a store.Alert) store.Alert {
+	a.Occurrences, a.LastAt = 1, a.RaisedAt
+	a.AckedAt, a.AckedBy, a.ClearedAt, a.ClearedBy = time.Time{}, "", time.Time{}, ""
+	return a
+}
 
 // ---- tests ----
 
@@ -681,17 +700,21 @@ func testRaiseAlert(t *testing.T, db *store.DB) {
 		t.Error("RaiseAlert on an empty store did not create")
 	}
 	checkUTC(t, got)
-	diff(t, "RaiseAlert result", got, a1)
-	diff(t, "stored alert", getAlert(t, db, "a1"), a1)
+	diff(t, "RaiseAlert result", got, opened(a1))
+	diff(t, "stored alert", getAlert(t, db, "a1"), opened(a1))
 
-	// Same type and computer while a1 is open: a1 comes back.
+	// Same type and computer while a1 is open: a1 comes back, with the
+	// occurrence counted.
 	dup := store.Alert{ID: "a2", Type: "computer-offline", Severity: store.SeverityCritical, ComputerID: "c1", Message: "again", RaisedAt: base.Add(time.Minute)}
 	got, created, err = db.RaiseAlert(ctx, dup)
 	checkErr(t, "RaiseAlert duplicate", err, nil)
 	if created {
 		t.Error("RaiseAlert created a second open alert of the same type and computer")
 	}
-	diff(t, "RaiseAlert duplicate result", got, a1)
+	want := opened(a1)
+	want.Occurrences, want.LastAt = 2, dup.RaisedAt
+	diff(t, "RaiseAlert duplicate result", got, want)
+	diff(t, "stored alert after a duplicate", getAlert(t, db, "a1"), want)
 	_, err = db.GetAlert(ctx, "a2")
 	checkErr(t, "GetAlert of the refused duplicate", err, store.ErrNotFound)
 
@@ -706,7 +729,7 @@ func testRaiseAlert(t *testing.T, db *store.DB) {
 		if !created {
 			t.Errorf("RaiseAlert(%s) did not create", a.ID)
 		}
-		diff(t, "RaiseAlert "+a.ID, got, a)
+		diff(t, "RaiseAlert "+a.ID, got, opened(a))
 	}
 	// The manager's own alerts are unique too.
 	_, created, err = db.RaiseAlert(ctx, store.Alert{ID: "a6", Type: "computer-offline", RaisedAt: base})
@@ -724,7 +747,7 @@ func testRaiseAlert(t *testing.T, db *store.DB) {
 	if !created {
 		t.Error("RaiseAlert after clearing did not create")
 	}
-	diff(t, "RaiseAlert after clearing", got, again)
+	diff(t, "RaiseAlert after clearing", got, opened(again))
 
 	// A taken ID is a conflict, not "already open".
 	_, _, err = db.RaiseAlert(ctx, store.Alert{ID: "a1", Type: "new-type", RaisedAt: base})
@@ -782,6 +805,8 @@ func testRaiseAlertRace(t *testing.T, db *store.DB) {
 	checkErr(t, "ListAlerts", err, nil)
 	if len(as) != 1 {
 		t.Errorf("%d alerts stored, want 1", len(as))
+	} else if as[0].Occurrences != n {
+		t.Errorf("the open alert counts %d occurrences, want %d", as[0].Occurrences, n)
 	}
 }
 
@@ -793,6 +818,7 @@ func testClearAlert(t *testing.T, db *store.DB) {
 	at := base.Add(time.Hour)
 	got, err := db.ClearAlert(ctx, "a1", at, "alice")
 	checkErr(t, "ClearAlert", err, nil)
+	a = opened(a)
 	a.ClearedAt, a.ClearedBy = at, "alice"
 	checkUTC(t, got)
 	diff(t, "ClearAlert result", got, a)
@@ -877,7 +903,7 @@ func testListAlerts(t *testing.T, db *store.DB) {
 		if _, created, err := db.RaiseAlert(ctx, a); err != nil || !created {
 			t.Fatalf("RaiseAlert(%s) = %v, %v", a.ID, created, err)
 		}
-		byID[a.ID] = a
+		byID[a.ID] = opened(a)
 	}
 	if _, err := db.ClearAlert(ctx, "e", base.Add(time.Hour), "bob"); err != nil {
 		t.Fatal(err)
