@@ -23,6 +23,12 @@ command -v nft >/dev/null 2>&1 || need="$need nftables"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v conntrack >/dev/null 2>&1 || need="$need conntrack"
 command -v timeout >/dev/null 2>&1 || need="$need coreutils"
+[ -x /usr/sbin/clickhouse-server ] || need="$need clickhouse-server"
+command -v clickhouse-client >/dev/null 2>&1 || need="$need clickhouse-client"
+[ -x /usr/sbin/rsyslogd ] || need="$need rsyslog"
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/rsyslog/lmnsd_gtls.so ] || need="$need rsyslog-gnutls"
+[ -x /usr/sbin/postfix ] || need="$need postfix"
+command -v swaks >/dev/null 2>&1 || need="$need swaks"
 
 if [ -z "$need" ]; then
 	exit 0
@@ -37,6 +43,8 @@ else
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# postfix asks how mail is delivered: only locally, for the tests' MTA.
+printf 'postfix postfix/main_mailer_type select Local only\npostfix postfix/mailname string yagura.test\n' | $SUDO debconf-set-selections 2>/dev/null || true
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null

@@ -17,7 +17,6 @@ import (
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/ctl"
 	"github.com/yagura/yagura/internal/pki"
-	"github.com/yagura/yagura/internal/store"
 )
 
 // metric reads one counter from the manager's /metrics.
@@ -70,7 +69,7 @@ func TestCommunicationDirections(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := m.token(t, "--max-uses", "3")
-	db := openStore(t, dir)
+	c := m.client(t)
 	for _, mode := range []string{"agent-initiated", "bidirectional", "manager-initiated"} {
 		t.Run(mode, func(t *testing.T) {
 			adir := t.TempDir()
@@ -113,7 +112,7 @@ func TestCommunicationDirections(t *testing.T) {
 			}
 			// Events arrive.
 			eventually(t, 30*time.Second, "50 events", func() (bool, string) {
-				n, _ := db.CountEvents(t.Context(), store.EventFilter{ComputerID: id.AgentID, Types: []string{"test"}})
+				n := m.countEvents(t, c, eventQuery(id.AgentID, "test"))
 				return n == 50, fmt.Sprint(n)
 			})
 			if mode != "agent-initiated" {

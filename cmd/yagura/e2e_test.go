@@ -162,7 +162,13 @@ func startManager(t *testing.T, dir string) *manager { return startManagerAt(t, 
 // where its agents expect it.
 func startManagerAt(t *testing.T, dir, listen string) *manager {
 	t.Helper()
-	p := startProc(t, "server", "server", "--data-dir", dir, "--listen", listen, "--log-format", "json", "--log-level", "debug")
+	return startManagerWith(t, dir, listen)
+}
+
+// startManagerWith runs the manager with extra flags (such as --config).
+func startManagerWith(t *testing.T, dir, listen string, extra ...string) *manager {
+	t.Helper()
+	p := startProc(t, "server", append([]string{"server", "--data-dir", dir, "--listen", listen, "--log-format", "json", "--log-level", "debug"}, extra...)...)
 	m := &manager{proc: p, dir: dir, creds: filepath.Join(dir, "admin-credentials.json")}
 	eventually(t, 30*time.Second, "the manager to listen", func() (bool, string) {
 		sc := bufio.NewScanner(strings.NewReader(p.out.String()))

@@ -6,41 +6,94 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/yagura/yagura/internal/agent"
-	"github.com/yagura/yagura/internal/store"
-	"github.com/yagura/yagura/internal/store/sqlite"
+	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/credentials"
+	"github.com/yagura/yagura/internal/ctl"
 )
 
-// openStore opens the manager's SQLite store from the test process; WAL
-// lets it read while the manager writes.
-func openStore(t *testing.T, dataDir string) *store.DB {
+// client signs in to the manager's API as the bootstrap administrator.
+func (m *manager) client(t *testing.T) *ctl.Client {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(dataDir, "state.db"))
+	f, err := credentials.Load(m.creds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	c, err := ctl.NewClient(ctl.Target{URL: m.url, CAFingerprint: m.fp, User: f.User, Password: f.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// eventQuery selects events over all time (the API's default is a day).
+func eventQuery(computer string, types ...string) url.Values {
+	q := url.Values{"since": {"2000-01-01T00:00:00Z"}, "until": {time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)}}
+	if computer != "" {
+		q.Set("computer", computer)
+	}
+	for _, typ := range types {
+		q.Add("type", typ)
+	}
+	return q
+}
+
+// countEvents counts events through the API; -1 while the manager does not
+// answer (it is being restarted).
+func (m *manager) countEvents(t *testing.T, c *ctl.Client, q url.Values) int {
+	t.Helper()
+	var out struct{ Count int }
+	if err := c.Do(t.Context(), http.MethodGet, "/api/v1/events/count", q, nil, &out); err != nil {
+		t.Logf("count events: %v", err)
+		return -1
+	}
+	return out.Count
+}
+
+// events reads every event q selects through the streamed JSON export.
+func (m *manager) events(t *testing.T, c *ctl.Client, q url.Values) []api.Event {
+	t.Helper()
+	q = maps.Clone(q)
+	q.Set("format", "json")
+	resp, err := c.Stream(t.Context(), "/api/v1/events/export", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []api.Event
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e api.Event
+		if err := dec.Decode(&e); err == io.EOF {
+			return out
+		} else if err != nil {
+			t.Fatalf("export: %v", err)
+		}
+		if e.ID == "" {
+			t.Fatalf("export ended with an error line")
+		}
+		out = append(out, e)
+	}
 }
 
 // checkTestEvents requires that computer holds exactly the test events
 // numbered 0..n-1 except those dropped, each once.
-func checkTestEvents(t *testing.T, db *store.DB, computer string, n int, mayDrop bool) (stored int) {
+func checkTestEvents(t *testing.T, m *manager, c *ctl.Client, computer string, n int, mayDrop bool) (stored int) {
 	t.Helper()
-	evs, err := db.ListEvents(t.Context(), store.EventFilter{ComputerID: computer, Types: []string{"test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	evs := m.events(t, c, eventQuery(computer, "test"))
 	seen := make(map[int]bool, len(evs))
 	for _, e := range evs {
 		var d struct{ N *int }
-		if err := json.Unmarshal([]byte(e.Data), &d); err != nil || d.N == nil {
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.N == nil {
 			t.Fatalf("test event %s has data %q", e.ID, e.Data)
 		}
 		if seen[*d.N] {
@@ -83,14 +136,7 @@ func TestEventsSurviveManagerCrashes(t *testing.T) {
 		ids[i] = id.AgentID
 		startProc(t, fmt.Sprintf("agent%d", i), "agent", "--data-dir", d, "--test-events", fmt.Sprint(each))
 	}
-	db := openStore(t, dir)
-	count := func() int {
-		n, err := db.CountEvents(t.Context(), store.EventFilter{Types: []string{"test"}})
-		if err != nil {
-			t.Logf("count: %v", err)
-		}
-		return n
-	}
+	count := func() int { return m.countEvents(t, m.client(t), eventQuery("", "test")) }
 	// Kill the manager twice while events flow, without warning.
 	for crash := range 2 {
 		eventually(t, 30*time.Second, "events flowing", func() (bool, string) {
@@ -105,8 +151,9 @@ func TestEventsSurviveManagerCrashes(t *testing.T) {
 		n := count()
 		return n >= agents*each, fmt.Sprint(n)
 	})
+	c := m.client(t)
 	for _, id := range ids {
-		checkTestEvents(t, db, id, each, false)
+		checkTestEvents(t, m, c, id, each, false)
 	}
 	if n := count(); n != agents*each {
 		t.Fatalf("%d test events stored, want exactly %d", n, agents*each)
@@ -151,22 +198,22 @@ func TestEventsQueuedOffline(t *testing.T) {
 	})
 
 	m = startManagerAt(t, dir, addr)
-	db := openStore(t, dir)
+	c := m.client(t)
 	eventually(t, 120*time.Second, "50,000 queued events delivered", func() (bool, string) {
-		n, _ := db.CountEvents(t.Context(), store.EventFilter{ComputerID: ids[0], Types: []string{"test"}})
+		n := m.countEvents(t, c, eventQuery(ids[0], "test"))
 		return n >= many, fmt.Sprint(n)
 	})
-	checkTestEvents(t, db, ids[0], many, false)
+	checkTestEvents(t, m, c, ids[0], many, false)
 
 	// The small queue dropped its oldest events and said how many.
 	var stored, dropped int
 	eventually(t, 60*time.Second, "the small agent's drop report", func() (bool, string) {
-		stored = checkTestEvents(t, db, ids[1], few, true)
-		drops, _ := db.ListEvents(t.Context(), store.EventFilter{ComputerID: ids[1], Types: []string{"events-dropped"}})
+		stored = checkTestEvents(t, m, c, ids[1], few, true)
+		drops := m.events(t, c, eventQuery(ids[1], "events-dropped"))
 		dropped = 0
 		for _, e := range drops {
 			var d struct{ Count int }
-			json.Unmarshal([]byte(e.Data), &d)
+			json.Unmarshal(e.Data, &d)
 			dropped += d.Count
 		}
 		return dropped > 0 && stored+dropped >= few, fmt.Sprintf("stored %d dropped %d", stored, dropped)

@@ -26,6 +26,7 @@ import (
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
+	"github.com/yagura/yagura/internal/telemetry"
 )
 
 // Store is what the API needs from the state store.
@@ -41,7 +42,8 @@ type Store interface {
 	ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Alert, error)
 	GetAlert(ctx context.Context, id string) (store.Alert, error)
 	ClearAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
-	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	AckAlert(ctx context.Context, id string, at time.Time, by string) (store.Alert, error)
+	NotificationStore
 	GetJob(ctx context.Context, id string) (store.Job, error)
 	ListUsers(ctx context.Context) ([]store.User, error)
 	UserByName(ctx context.Context, name string) (store.User, error)
@@ -89,6 +91,8 @@ type Deps struct {
 	Jobs          Jobs
 	Policies      PolicyStore
 	Rollout       Rollout
+	Telemetry     telemetry.Store
+	Notifications Notifications
 	Auth          Authenticator
 	CAFingerprint string
 	CAPEM         string
@@ -130,6 +134,13 @@ const (
 	PermRulesWrite     = "rules:write"
 	PermListsRead      = "lists:read"
 	PermListsWrite     = "lists:write"
+
+	PermAlertRulesRead     = "alertrules:read"
+	PermAlertRulesWrite    = "alertrules:write"
+	PermChannelsRead       = "channels:read"
+	PermChannelsWrite      = "channels:write"
+	PermNotificationsRead  = "notifications:read"
+	PermNotificationsWrite = "notifications:write"
 )
 
 const permKey = "permission"
@@ -174,6 +185,9 @@ func New(mux humago.Mux, d Deps) *API {
 	a.registerSettings()
 	a.registerCA()
 	a.registerEvents()
+	a.registerAlertRules()
+	a.registerChannels()
+	a.registerOutbox()
 	a.registerJobs()
 	a.registerAccounts()
 	a.registerAudit()

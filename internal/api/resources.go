@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -345,21 +346,33 @@ func (a *API) registerTokens() {
 
 // Alert is an alert as the API shows it.
 type Alert struct {
-	ID         string     `json:"id"`
-	Type       string     `json:"type" doc:"computer-offline, clock-drift, …"`
-	Severity   string     `json:"severity" enum:"critical,warning,info"`
-	ComputerID string     `json:"computer_id,omitempty"`
-	Message    string     `json:"message"`
-	Open       bool       `json:"open"`
-	RaisedAt   time.Time  `json:"raised_at"`
-	ClearedAt  *time.Time `json:"cleared_at,omitempty"`
-	ClearedBy  string     `json:"cleared_by,omitempty"`
+	ID          string          `json:"id"`
+	Type        string          `json:"type" doc:"computer-offline, clock-drift, policy-out-of-date, events-dropped, policy-failed, isolation-failed, notification-failed, or rule:RULE_ID for an alert rule's."`
+	Severity    string          `json:"severity" enum:"critical,error,warning,info"`
+	ComputerID  string          `json:"computer_id,omitempty"`
+	Subject     string          `json:"subject,omitempty" doc:"What the alert is about beyond the computer, e.g. src=203.0.113.5 for a rule grouped by source."`
+	RuleID      string          `json:"rule_id,omitempty"`
+	Message     string          `json:"message"`
+	Open        bool            `json:"open"`
+	Occurrences int64           `json:"occurrences" doc:"How many times the condition fired while this alert stood (a storm is one alert)."`
+	RaisedAt    time.Time       `json:"raised_at"`
+	LastAt      *time.Time      `json:"last_at,omitempty" doc:"The latest occurrence."`
+	AckedAt     *time.Time      `json:"acked_at,omitempty"`
+	AckedBy     string          `json:"acked_by,omitempty"`
+	ClearedAt   *time.Time      `json:"cleared_at,omitempty"`
+	ClearedBy   string          `json:"cleared_by,omitempty"`
+	Data        json.RawMessage `json:"data,omitempty"`
 }
 
 func alert(x store.Alert) Alert {
+	var data json.RawMessage
+	if x.Data != "" && json.Valid([]byte(x.Data)) {
+		data = json.RawMessage(x.Data)
+	}
 	return Alert{
-		ID: x.ID, Type: x.Type, Severity: x.Severity, ComputerID: x.ComputerID, Message: x.Message,
-		Open: x.ClearedAt.IsZero(), RaisedAt: x.RaisedAt.UTC(), ClearedAt: ptime(x.ClearedAt), ClearedBy: x.ClearedBy,
+		ID: x.ID, Type: x.Type, Severity: x.Severity, ComputerID: x.ComputerID, Subject: x.Subject, RuleID: x.RuleID, Message: x.Message,
+		Open: x.ClearedAt.IsZero(), Occurrences: x.Occurrences, RaisedAt: x.RaisedAt.UTC(), LastAt: ptime(x.LastAt),
+		AckedAt: ptime(x.AckedAt), AckedBy: x.AckedBy, ClearedAt: ptime(x.ClearedAt), ClearedBy: x.ClearedBy, Data: data,
 	}
 }
 
@@ -416,6 +429,21 @@ func (a *API) registerAlerts() {
 		if err != nil {
 			return nil, a.storeErr("alert "+in.ID, err)
 		}
+		return &struct{ Body Alert }{Body: alert(x)}, nil
+	})
+	register(a, PermAlertsWrite, huma.Operation{
+		OperationID: "ack-alert", Method: http.MethodPost, Path: "/api/v1/alerts/{id}/ack",
+		Summary: "Acknowledge an alert", Tags: []string{"Alerts"},
+		Description: "Records who took it on and when; the alert stays open until cleared. 409 if it was acknowledged or cleared already.",
+	}, func(ctx context.Context, in *alertPath) (*struct{ Body Alert }, error) {
+		x, err := a.d.Store.AckAlert(ctx, in.ID, a.d.Now(), Principal(ctx))
+		if err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, huma.Error409Conflict(conflictText(err))
+			}
+			return nil, a.storeErr("alert "+in.ID, err)
+		}
+		a.d.Log.Info("alert acknowledged", "alert", x.ID, "type", x.Type, "by", Principal(ctx))
 		return &struct{ Body Alert }{Body: alert(x)}, nil
 	})
 	register(a, PermAlertsWrite, huma.Operation{

@@ -29,9 +29,10 @@ func ValidRole(r string) bool { return r == RoleAdmin || r == RoleOperator || r 
 // "resource:read" or "resource:write".
 //
 //   - admin: everything;
-//   - operator: computers, activation tokens, jobs, alerts, events, files
-//     and the CA (and later policies and rules) — not users, API clients,
-//     settings or the audit log;
+//   - operator: computers, activation tokens, jobs, alerts and alert
+//     rules, events, the notification outbox, files, the CA, policies,
+//     rules and lists — not users, API clients, settings, notification
+//     channels (they hold mail and webhook credentials) or the audit log;
 //   - auditor: every read permission, including the audit log; no writes.
 func Allowed(role, perm string) bool {
 	resource, action, ok := strings.Cut(perm, ":")
@@ -45,7 +46,7 @@ func Allowed(role, perm string) bool {
 		return action == "read"
 	case RoleOperator:
 		switch resource {
-		case "computers", "tokens", "jobs", "alerts", "events", "files", "ca", "policies", "rules", "lists", "me":
+		case "computers", "tokens", "jobs", "alerts", "alertrules", "events", "notifications", "files", "ca", "policies", "rules", "lists", "me":
 			return true
 		}
 	}

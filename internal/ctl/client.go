@@ -270,6 +270,20 @@ func (c *Client) DoHeader(ctx context.Context, method, path string, h http.Heade
 	return nil
 }
 
+// GetETag is a GET that decodes the answer into out and returns its ETag,
+// to send back in If-Match so that a change applies only to what was read.
+func (c *Client) GetETag(ctx context.Context, path string, out any) (string, error) {
+	resp, err := c.send(ctx, c.http, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return "", fmt.Errorf("decode answer from %s: %w", path, err)
+	}
+	return resp.Header.Get("ETag"), nil
+}
+
 // RevokeToken revokes a token (RFC 7009).
 func (c *Client) RevokeToken(ctx context.Context, token string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath("/oauth/revoke").String(), strings.NewReader(url.Values{"token": {token}}.Encode()))

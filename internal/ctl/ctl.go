@@ -72,7 +72,7 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g),
 		loginCmd(g), logoutCmd(g), whoamiCmd(g), usersCmd(g), clientsCmd(g), auditCmd(g), settingsCmd(g), caCmd(g), policiesCmd(g),
-		rulesCmd(g), listsCmd(g))
+		rulesCmd(g), listsCmd(g), alertRulesCmd(g), channelsCmd(g), notificationsCmd(g))
 	return cmd
 }
 
@@ -312,28 +312,43 @@ func alertsCmd(g *globals) *cobra.Command {
 			if computer != "" {
 				q.Set("computer", computer)
 			}
-			for _, t := range types {
-				q.Add("type", t)
-			}
+			setList(q, "type", types)
 			var out list[api.Alert]
 			if err := g.do(cmd, http.MethodGet, "/api/v1/alerts", q, nil, &out); err != nil {
 				return err
 			}
 			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "ID\tSEVERITY\tTYPE\tCOMPUTER\tRAISED\tCLEARED\tMESSAGE")
+				fmt.Fprintln(tw, "ID\tSEVERITY\tTYPE\tCOMPUTER\tSUBJECT\tOCCURRENCES\tRAISED\tACKED BY\tCLEARED\tMESSAGE")
 				for _, a := range out.Items {
 					cleared := ts(a.ClearedAt)
 					if a.ClearedBy != "" {
 						cleared += " by " + a.ClearedBy
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Severity, a.Type, dash(a.ComputerID), ts(&a.RaisedAt), cleared, a.Message)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.ID, a.Severity, a.Type, dash(a.ComputerID), dash(a.Subject),
+						a.Occurrences, ts(&a.RaisedAt), dash(a.AckedBy), cleared, a.Message)
 				}
 			})
 		},
 	}
 	ls.Flags().StringVar(&state, "state", "open", "open, cleared or all")
 	ls.Flags().StringVar(&computer, "computer", "", "only this computer's alerts")
-	ls.Flags().StringSliceVar(&types, "type", nil, "only these types (computer-offline, clock-drift, …)")
+	ls.Flags().StringSliceVar(&types, "type", nil, "only these types (computer-offline, clock-drift, rule:RULE-ID, …)")
+	ack := &cobra.Command{
+		Use:   "ack ID",
+		Short: "Acknowledge an alert: record that you are handling it (it stays open until cleared)",
+		Example: `  yagura ctl alerts ack 0193a5c2-…
+  yagura ctl alerts clear 0193a5c2-…   # once it is dealt with`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a api.Alert
+			if err := g.do(cmd, http.MethodPost, "/api/v1/alerts/"+url.PathEscape(args[0])+"/ack", nil, nil, &a); err != nil {
+				return err
+			}
+			return g.emit(cmd.OutOrStdout(), a, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "Alert %s acknowledged at %s by %s; it stays open until cleared.\n", a.ID, ts(a.AckedAt), a.AckedBy)
+			})
+		},
+	}
 	clear := &cobra.Command{
 		Use: "clear ID", Short: "Clear an alert", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -346,52 +361,7 @@ func alertsCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(ls, clear)
-	return cmd
-}
-
-func eventsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "events", Short: "Events sent by agents"}
-	var computer, since string
-	var types []string
-	var limit int
-	ls := &cobra.Command{
-		Use: "list", Short: "List events, newest first", Args: cobra.NoArgs,
-		Example: `  yagura ctl events list --computer 0193a5c2-… --since 1h
-  yagura ctl events list --type events-dropped -o json`,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if computer != "" {
-				q.Set("computer", computer)
-			}
-			for _, t := range types {
-				q.Add("type", t)
-			}
-			if since != "" {
-				d, err := time.ParseDuration(since)
-				if err != nil {
-					return fmt.Errorf("--since %q: want a duration such as 30m or 24h", since)
-				}
-				q.Set("since", time.Now().Add(-d).UTC().Format(time.RFC3339))
-			}
-			var out list[api.Event]
-			if err := g.do(cmd, http.MethodGet, "/api/v1/events", q, nil, &out); err != nil {
-				return err
-			}
-			return g.emit(cmd.OutOrStdout(), out.Items, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "TIME\tSEVERITY\tTYPE\tCOMPUTER\tDATA")
-				for _, e := range out.Items {
-					t := e.Time
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ts(&t), e.Severity, e.Type, e.ComputerID, dash(string(e.Data)))
-				}
-			})
-		},
-	}
-	ls.Flags().StringVar(&computer, "computer", "", "only this computer's events")
-	ls.Flags().StringSliceVar(&types, "type", nil, "only these types")
-	ls.Flags().StringVar(&since, "since", "", "only events newer than this (30m, 24h)")
-	ls.Flags().IntVar(&limit, "limit", 100, "at most this many (1 to 10000)")
-	cmd.AddCommand(ls)
+	cmd.AddCommand(ls, ack, clear)
 	return cmd
 }
 

@@ -33,6 +33,10 @@ import (
 const (
 	AlertOffline    = "computer-offline"
 	AlertClockDrift = "clock-drift"
+	// AlertPolicyOutOfDate: an online agent has not enforced its
+	// effective policy for three heartbeat intervals (it is told the new
+	// fingerprint on its next beat and applies within seconds).
+	AlertPolicyOutOfDate = "policy-out-of-date"
 )
 
 // ClearedBySystem marks alerts the manager cleared on its own.
@@ -147,7 +151,10 @@ type entry struct {
 	cfg            *settings.Settings
 	policyExpected string
 	policyReported string
-	isolated       bool
+	// staleSince is when the tick loop first saw the reported policy
+	// differ from the expected one; zero while they agree.
+	staleSince time.Time
+	isolated   bool
 }
 
 // conf returns the settings that apply to e.
@@ -593,7 +600,7 @@ func (f *Fleet) sync(ctx context.Context) error {
 
 func (f *Fleet) refreshOpen(ctx context.Context) error {
 	yes := true
-	alerts, err := f.store.ListAlerts(ctx, store.AlertFilter{Open: &yes, Types: []string{AlertOffline, AlertClockDrift}})
+	alerts, err := f.store.ListAlerts(ctx, store.AlertFilter{Open: &yes, Types: []string{AlertOffline, AlertClockDrift, AlertPolicyOutOfDate}})
 	if err != nil {
 		return fmt.Errorf("list open fleet alerts: %w", err)
 	}
@@ -608,6 +615,7 @@ func (f *Fleet) refreshOpen(ctx context.Context) error {
 }
 
 type pendingAlert struct {
+	typ          string
 	id, hostname string
 	missed       int
 	lastSeen     time.Time
@@ -630,7 +638,10 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 			isOpen := f.open[alertKey{AlertOffline, id}]
 			if e.deactivated {
 				if isOpen {
-					clear = append(clear, pendingAlert{id: id})
+					clear = append(clear, pendingAlert{typ: AlertOffline, id: id})
+				}
+				if f.open[alertKey{AlertPolicyOutOfDate, id}] {
+					clear = append(clear, pendingAlert{typ: AlertPolicyOutOfDate, id: id})
 				}
 				continue
 			}
@@ -638,10 +649,25 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 			switch {
 			case !isOpen && es.OfflineAfterMissed > 0:
 				if m := f.missed(e, es, now, true); m >= es.OfflineAfterMissed {
-					raise = append(raise, pendingAlert{id: id, hostname: e.inv.Hostname, missed: f.missed(e, es, now, false), lastSeen: e.lastSeen})
+					raise = append(raise, pendingAlert{typ: AlertOffline, id: id, hostname: e.inv.Hostname, missed: f.missed(e, es, now, false), lastSeen: e.lastSeen})
 				}
 			case isOpen && f.missed(e, es, now, false) == 0:
-				clear = append(clear, pendingAlert{id: id})
+				clear = append(clear, pendingAlert{typ: AlertOffline, id: id})
+			}
+			stale := e.policyExpected != "" && e.policyReported != "" && e.policyExpected != e.policyReported
+			polOpen := f.open[alertKey{AlertPolicyOutOfDate, id}]
+			switch {
+			case !stale:
+				e.staleSince = time.Time{}
+				if polOpen {
+					clear = append(clear, pendingAlert{typ: AlertPolicyOutOfDate, id: id})
+				}
+			case e.staleSince.IsZero():
+				e.staleSince = now
+			case !polOpen && now.Sub(e.staleSince) >= 3*max(es.HeartbeatInterval, e.toldInterval) && f.missed(e, es, now, false) == 0:
+				// Only for agents that are beating: an offline one has its
+				// own alert, and learns of the change when it is back.
+				raise = append(raise, pendingAlert{typ: AlertPolicyOutOfDate, id: id, hostname: e.inv.Hostname, lastSeen: e.staleSince})
 			}
 		}
 		sh.mu.Unlock()
@@ -655,6 +681,11 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 
 	var errs []error
 	for _, p := range raise {
+		if p.typ == AlertPolicyOutOfDate {
+			errs = append(errs, f.raise(ctx, now, AlertPolicyOutOfDate, store.SeverityWarning, p.id,
+				fmt.Sprintf("Computer %s has not applied its policy since %s", name(p.hostname, p.id), p.lastSeen.UTC().Format(time.RFC3339))))
+			continue
+		}
 		last := "never"
 		if !p.lastSeen.IsZero() {
 			last = p.lastSeen.UTC().Format(time.RFC3339)
@@ -663,8 +694,8 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 			fmt.Sprintf("Computer %s missed %d heartbeats (last seen %s)", name(p.hostname, p.id), p.missed, last)))
 	}
 	for _, p := range clear {
-		if _, err := f.store.ClearOpenAlerts(ctx, AlertOffline, p.id, now, ClearedBySystem); err != nil {
-			errs = append(errs, fmt.Errorf("clear offline alert of %s: %w", p.id, err))
+		if _, err := f.store.ClearOpenAlerts(ctx, p.typ, p.id, now, ClearedBySystem); err != nil {
+			errs = append(errs, fmt.Errorf("clear %s alert of %s: %w", p.typ, p.id, err))
 		}
 	}
 	for id, d := range drift {
@@ -679,6 +710,10 @@ func (f *Fleet) tick(ctx context.Context, now time.Time) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Hostname returns a computer's host name as its agent last reported it
+// ("" if unknown).
+func (f *Fleet) Hostname(id string) string { return f.hostname(id) }
 
 func (f *Fleet) hostname(id string) string {
 	sh := f.shard(id)

@@ -411,3 +411,45 @@ func TestSyncFromOtherNodes(t *testing.T) {
 		}
 	})
 }
+
+func TestPolicyOutOfDate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, st, cancel, done := start(t, settings.Settings{HeartbeatInterval: 10 * time.Second, OfflineAfterMissed: 3})
+		defer stop(t, cancel, done)
+		withPolicy := func(fp string) *proto.Heartbeat {
+			hb := beat(time.Now())
+			hb.PolicyFingerprint = fp
+			return hb
+		}
+		f.SetPolicy("c1", "fp-1", nil)
+		// Applied promptly: no alert.
+		for range 4 {
+			f.Heartbeat("c1", withPolicy("fp-1"), time.Now())
+			time.Sleep(10 * time.Second)
+		}
+		f.SetPolicy("c1", "fp-2", nil)
+		f.Heartbeat("c1", withPolicy("fp-1"), time.Now())
+		time.Sleep(10 * time.Second)
+		f.Heartbeat("c1", withPolicy("fp-2"), time.Now())
+		time.Sleep(10 * time.Second)
+		if open, _, _ := st.alertsOf(AlertPolicyOutOfDate); open != 0 {
+			t.Fatal("alert for a policy applied within one interval")
+		}
+		// Stuck on the old one for three intervals: one warning.
+		f.SetPolicy("c1", "fp-3", nil)
+		for range 5 {
+			f.Heartbeat("c1", withPolicy("fp-2"), time.Now())
+			time.Sleep(10 * time.Second)
+		}
+		synctest.Wait()
+		if open, _, _ := st.alertsOf(AlertPolicyOutOfDate); open != 1 {
+			t.Fatalf("%d open policy-out-of-date alerts, want 1", open)
+		}
+		// Applied at last: cleared by the system.
+		f.Heartbeat("c1", withPolicy("fp-3"), time.Now())
+		time.Sleep(5 * time.Second)
+		if open, cleared, by := st.alertsOf(AlertPolicyOutOfDate); open != 0 || cleared != 1 || by[0] != ClearedBySystem {
+			t.Fatalf("after applying: open %d cleared %d by %v", open, cleared, by)
+		}
+	})
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
+	"github.com/yagura/yagura/internal/telemetry"
 )
 
 // Store is what the gateway needs from the state store.
@@ -37,7 +38,12 @@ type Store interface {
 	GetComputer(ctx context.Context, id string) (store.Computer, error)
 	SetComputerCert(ctx context.Context, id, serial string, notAfter time.Time) error
 	DeactivateComputer(ctx context.Context, id string, at time.Time) (store.Computer, error)
-	InsertEvents(ctx context.Context, events []store.Event) (int, error)
+}
+
+// Events is where agent events go: the telemetry writer, which returns once
+// they are durable.
+type Events interface {
+	Write(ctx context.Context, evs []telemetry.Event) error
 }
 
 // Fleet is the live view heartbeats go to.
@@ -79,6 +85,7 @@ type Gateway struct {
 	jobs  Jobs
 	// policies answers policy requests; set with SetPolicies.
 	policies Policies
+	sink     Events
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -105,13 +112,16 @@ func New(cfg Config, ca *pki.CA, st Store, fl Fleet, jobs Jobs, log *slog.Logger
 		}),
 	}
 	g.eventsIn = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "yagura_events_stored_total", Help: "Agent events stored (resent duplicates not counted).",
+		Name: "yagura_events_stored_total", Help: "Agent events accepted (durably stored; a resent batch counts again).",
 	})
 	if reg != nil {
 		reg.MustRegister(g.enrolments, g.refusals, g.latency, g.eventsIn)
 	}
 	return g
 }
+
+// SetEvents enables the events endpoint.
+func (g *Gateway) SetEvents(e Events) { g.sink = e }
 
 // SetPolicies enables the policy endpoint.
 func (g *Gateway) SetPolicies(p Policies) { g.policies = p }
@@ -156,13 +166,17 @@ func (g *Gateway) active(ctx context.Context, w http.ResponseWriter, id string) 
 	return true
 }
 
-// events stores a batch of events and acknowledges it only once the store
-// has committed it: the agent deletes what is acknowledged, so answering
-// before the commit could lose events in a crash. A resent batch is stored
-// once (the store skips IDs it holds).
+// events stores a batch of events and acknowledges it only once the
+// telemetry store has committed it: the agent deletes what is acknowledged,
+// so answering before the commit could lose events in a crash. A resent
+// batch is stored once (the store skips IDs it holds).
 func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
 	id, _, ok := g.agent(w, r)
 	if !ok || !g.active(r.Context(), w, id) {
+		return
+	}
+	if g.sink == nil {
+		g.problem(w, http.StatusServiceUnavailable, proto.CodeUnavailable, "events are not accepted by this manager")
 		return
 	}
 	var b proto.EventBatch
@@ -175,17 +189,20 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := g.now()
-	evs := make([]store.Event, len(b.Events))
+	evs := make([]telemetry.Event, len(b.Events))
 	for i, e := range b.Events {
-		evs[i] = store.Event{ComputerID: id, ID: e.ID, Type: e.Type, Severity: e.Severity, Time: e.Time, ReceivedAt: now, Data: string(e.Data)}
+		evs[i] = telemetry.Event{ComputerID: id, ID: e.ID, Type: e.Type, Severity: e.Severity, Time: e.Time.UTC(), ReceivedAt: now.UTC(), Data: string(e.Data)}
 	}
-	n, err := g.store.InsertEvents(r.Context(), evs)
-	if err != nil {
+	if err := g.sink.Write(r.Context(), evs); err != nil {
+		if errors.Is(err, telemetry.ErrStopped) {
+			g.problem(w, http.StatusServiceUnavailable, proto.CodeUnavailable, "manager is stopping; send the batch again")
+			return
+		}
 		g.internal(w, "store events", err)
 		return
 	}
-	g.eventsIn.Add(float64(n))
-	reply(w, proto.EventAck{V: proto.Version, Stored: n, Duplicates: len(evs) - n})
+	g.eventsIn.Add(float64(len(evs)))
+	reply(w, proto.EventAck{V: proto.Version, Stored: len(evs)})
 }
 
 func (g *Gateway) problem(w http.ResponseWriter, status int, code, detail string) {

@@ -29,6 +29,7 @@ import (
 	"github.com/yagura/yagura/internal/secret"
 	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/store"
+	"github.com/yagura/yagura/internal/telemetry"
 )
 
 // memStore is an in-memory gateway.Store that checks tokens in the order
@@ -37,7 +38,7 @@ type memStore struct {
 	mu        sync.Mutex
 	tokens    map[string]*store.Token // by hash
 	computers map[string]store.Computer
-	events    map[string]store.Event // by computer/id
+	events    map[string]telemetry.Event // by computer/id
 }
 
 func (s *memStore) EnrollComputer(_ context.Context, tokenHash string, now time.Time, c store.Computer) (store.Token, error) {
@@ -100,21 +101,21 @@ func (s *memStore) DeactivateComputer(_ context.Context, id string, at time.Time
 	return c, nil
 }
 
-func (s *memStore) InsertEvents(_ context.Context, evs []store.Event) (int, error) {
+// WriteEvents is the telemetry writer's part: the first copy of a
+// computer/ID wins, as in the real store.
+func (s *memStore) Write(_ context.Context, evs []telemetry.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.events == nil {
-		s.events = map[string]store.Event{}
+		s.events = map[string]telemetry.Event{}
 	}
-	n := 0
 	for _, e := range evs {
 		k := e.ComputerID + "/" + e.ID
 		if _, ok := s.events[k]; !ok {
 			s.events[k] = e
-			n++
 		}
 	}
-	return n, nil
+	return nil
 }
 
 func (s *memStore) addToken(t store.Token, plain string) {
@@ -168,7 +169,9 @@ func newEnv(tb testing.TB) *env {
 	fl := fleet.New(fleet.DefaultConfig(), nil, settings.Default(), log, nil)
 	reg := prometheus.NewRegistry()
 	mux := http.NewServeMux()
-	gateway.New(gateway.DefaultConfig(), ca, st, fl, nil, log, reg).Register(mux)
+	gw := gateway.New(gateway.DefaultConfig(), ca, st, fl, nil, log, reg)
+	gw.SetEvents(st)
+	gw.Register(mux)
 	return &env{ca: ca, store: st, fleet: fl, reg: reg, mux: mux}
 }
 
@@ -627,12 +630,15 @@ func TestEvents(t *testing.T) {
 		{ID: "e1", Type: "agent-started", Severity: "info", Time: now, Data: json.RawMessage(`{"version":"1"}`)},
 		{ID: "e2", Type: "test", Severity: "warning", Time: now},
 	}}
-	for i, want := range []proto.EventAck{{V: 1, Stored: 2}, {V: 1, Duplicates: 2}} {
+	for i, want := range []proto.EventAck{{V: 1, Stored: 2}, {V: 1, Stored: 2}} {
 		w := e.serve(proto.PathEvents, mustJSON(t, batch), cs)
 		var ack proto.EventAck
 		if err := json.Unmarshal(w.Body.Bytes(), &ack); err != nil || w.Code != 200 || ack != want {
 			t.Fatalf("send %d: %d %s, want %+v", i, w.Code, w.Body, want)
 		}
+	}
+	if len(e.store.events) != 2 {
+		t.Errorf("a resent batch was stored twice: %d events", len(e.store.events))
 	}
 	if got := e.store.events[enrolled.AgentID+"/e1"]; got.Data != `{"version":"1"}` || got.ComputerID != enrolled.AgentID {
 		t.Errorf("stored %+v", got)

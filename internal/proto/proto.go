@@ -306,6 +306,9 @@ const (
 	CodeAgentUnknown    = "agent-unknown"
 	CodeAgentDeactivate = "agent-deactivated"
 	CodeInternal        = "internal"
+	// CodeUnavailable: the manager cannot take this now (stopping, or
+	// the feature is off); the agent keeps the data and tries again.
+	CodeUnavailable = "unavailable"
 )
 
 // bodies recycles request buffers: heartbeats arrive thousands of times a
@@ -467,7 +470,9 @@ type EventBatch struct {
 // EventAck answers a batch once it is durably stored.
 type EventAck struct {
 	V int `json:"v"`
-	// Stored counts new events; Duplicates those already held (a resend).
+	// Stored counts the events now durably held (new ones and ones a
+	// resend repeated). Duplicates is no longer counted (0) since events
+	// moved to the telemetry store's group commit; kept for old agents.
 	Stored     int `json:"stored"`
 	Duplicates int `json:"duplicates"`
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/yagura/yagura/internal/gateway"
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/logging"
+	"github.com/yagura/yagura/internal/outbox"
 	"github.com/yagura/yagura/internal/rollout"
 )
 
@@ -27,6 +28,10 @@ type Config struct {
 	Jobs    jobs.Config    `koanf:"jobs"`
 	Auth    AuthConfig     `koanf:"auth"`
 	Rollout rollout.Config `koanf:"rollout"`
+	// Telemetry is where events (and later flows) are kept.
+	Telemetry TelemetryConfig `koanf:"telemetry"`
+	// Notifications tunes delivery from the outbox.
+	Notifications outbox.Config `koanf:"notifications"`
 }
 
 // AuthConfig sets token lifetimes.
@@ -88,11 +93,14 @@ func DefaultConfig() Config {
 		Jobs:    jobs.DefaultConfig(),
 		Auth:    AuthConfig{AccessTokenTTL: 24 * time.Hour, RefreshTokenTTL: 48 * time.Hour},
 		Rollout: rollout.DefaultConfig(),
+
+		Telemetry:     DefaultTelemetryConfig(),
+		Notifications: outbox.DefaultConfig(),
 	}
 }
 
 // SecretKeys are masked in --dump-config.
-var SecretKeys = []string{"store.dsn"}
+var SecretKeys = []string{"store.dsn", "telemetry.clickhouse.password"}
 
 // Validate checks values that decoding cannot.
 func (c *Config) Validate() error {
@@ -130,6 +138,7 @@ func (c *Config) Validate() error {
 	if c.Auth.AccessTokenTTL < time.Minute || c.Auth.RefreshTokenTTL < c.Auth.AccessTokenTTL {
 		errs = append(errs, errors.New("auth: access_token_ttl at least 1m, refresh_token_ttl at least as long"))
 	}
+	errs = append(errs, c.Telemetry.validate()...)
 	if c.HTTP.IdleTimeout < time.Second {
 		errs = append(errs, errors.New("http.idle_timeout: at least 1s"))
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/yagura/yagura/internal/alerting"
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/auth"
 	"github.com/yagura/yagura/internal/credentials"
@@ -39,6 +40,7 @@ import (
 	"github.com/yagura/yagura/internal/store"
 	"github.com/yagura/yagura/internal/store/postgres"
 	"github.com/yagura/yagura/internal/store/sqlite"
+	"github.com/yagura/yagura/internal/telemetry"
 )
 
 // Options are per-run choices that are not configuration.
@@ -109,6 +111,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
+	ts, err := s.openTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer ts.Close()
+	if err := moveLegacyEvents(ctx, db, ts, s.log); err != nil {
+		return err
+	}
+	events := telemetry.NewWriter(ts, s.cfg.Telemetry.BatchEvents, s.log.With("component", "telemetry"))
 
 	ca, err := loadOrCreateCA(ctx, db, s.cfg.PKI.CAValidity, s.log)
 	if err != nil {
@@ -129,7 +140,22 @@ func (s *Server) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	fl := fleet.New(s.cfg.Fleet, db, set, s.log.With("component", "fleet"), reg)
+	// Alerts are raised with their notifications (the outbox) in one
+	// transaction, whoever raises them: the fleet monitor, alert rules.
+	var fl *fleet.Fleet
+	hostname := func(id string) string {
+		if fl == nil || id == "" {
+			return ""
+		}
+		return fl.Hostname(id)
+	}
+	notes, err := newNotifications(ctx, s.cfg.Notifications, db, hostname, s.log.With("component", "notifications"), reg)
+	if err != nil {
+		return err
+	}
+	events.Observe(notes.engine)
+	events.Observe(notes.notifier)
+	fl = fleet.New(s.cfg.Fleet, alertingStore{db, notes.notifier}, set, s.log.With("component", "fleet"), reg)
 	if err := fl.Load(ctx, time.Now()); err != nil {
 		return err
 	}
@@ -178,9 +204,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}}).Register(mux)
 	gw := gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg)
 	gw.SetPolicies(ro)
+	gw.SetEvents(events)
 	gw.Register(mux)
 	api.New(mux, api.Deps{
-		Store: db, Fleet: fl, Jobs: js, Policies: db, Rollout: ro, Auth: authn, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
+		Store: db, Fleet: fl, Jobs: js, Policies: db, Rollout: ro, Auth: authn, Telemetry: ts, Notifications: notes, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -235,6 +262,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return js.Run(fctx) })
 	g.Go(func() error { return ro.Run(fctx) })
 	g.Go(func() error { return dialer.Run(fctx) })
+	g.Go(func() error { return events.Run(fctx) })
+	g.Go(func() error { return notes.run(fctx) })
+	g.Go(func() error { return retain(fctx, ts, s.cfg.Telemetry, s.log.With("component", "telemetry")) })
 	g.Go(func() error {
 		// Connections the manager opens to agents (bidirectional and
 		// manager-initiated), served like any other.
@@ -279,6 +309,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("manager stopped")
 	return nil
+}
+
+// alertingStore is the state store with alerts raised through the
+// notifier, so they carry their notifications.
+type alertingStore struct {
+	*store.DB
+	n *alerting.Notifier
+}
+
+func (a alertingStore) RaiseAlert(ctx context.Context, al store.Alert) (store.Alert, bool, error) {
+	return a.n.RaiseAlert(ctx, al)
 }
 
 func (s *Server) openStore(ctx context.Context) (*store.DB, error) {

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/pki"
@@ -183,5 +185,52 @@ func (b *rawBeater) close() {
 		if rc.c != nil {
 			rc.c.Close()
 		}
+	}
+}
+
+// eventSender replaces each heartbeat by a batch of perBatch firewall-like
+// events sent through the real agent client: the agent's path into the
+// telemetry store (gateway, group commit, store), measured end to end.
+type eventSender struct {
+	clients  []*agent.Client
+	perBatch int
+	seq      atomic.Uint64
+}
+
+func newEventSender(t target, ids []identity, dial dialFunc, perBatch int) (*eventSender, error) {
+	ab, err := newAgentBeater(t, ids, dial)
+	if err != nil {
+		return nil, err
+	}
+	return &eventSender{clients: ab.clients, perBatch: perBatch}, nil
+}
+
+func (s *eventSender) beat(ctx context.Context, i int, _ *proto.Heartbeat) error {
+	n := s.seq.Add(1)
+	now := time.Now().UTC()
+	b := proto.EventBatch{V: proto.Version, Events: make([]proto.Event, s.perBatch)}
+	for k := range b.Events {
+		b.Events[k] = proto.Event{
+			ID: fmt.Sprintf("sim-%d-%d", n, k), Type: "firewall", Severity: "warning", Time: now,
+			Data: json.RawMessage(fmt.Sprintf(`{"action":"deny","src":"203.0.113.%d","dst":"192.0.2.%d","dpt":%d,"proto":"tcp"}`, k%250, i%250, 1+k%1024)),
+		}
+	}
+	body, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	ack, err := s.clients[i].SendEvents(ctx, body)
+	if err != nil {
+		return err
+	}
+	if ack.Stored != s.perBatch {
+		return fmt.Errorf("manager stored %d of %d events", ack.Stored, s.perBatch)
+	}
+	return nil
+}
+
+func (s *eventSender) close() {
+	for _, c := range s.clients {
+		c.Close()
 	}
 }

@@ -48,6 +48,9 @@ type Options struct {
 	// Client is "raw" (lean TLS client, the default) or "agent" (the real
 	// agent client with net/http).
 	Client string
+	// Events > 0 sends batches of this many events instead of heartbeats
+	// (with the real agent client), to measure event ingest.
+	Events int
 }
 
 // Result is what a run measured.
@@ -69,7 +72,11 @@ type Result struct {
 	// while measuring, from its /metrics (process_cpu_seconds_total).
 	ManagerCPUPerBeatUs float64 `json:"manager_cpu_us_per_heartbeat,omitempty"`
 	ConnectSeconds      float64 `json:"connect_s"`
-	FirstErrorMessage   string  `json:"first_error,omitempty"`
+	// EventsPerBatch and EventsPerS are set when batches of events were
+	// sent instead of heartbeats (each "heartbeat" above is one batch).
+	EventsPerBatch    int     `json:"events_per_batch,omitempty"`
+	EventsPerS        float64 `json:"events_per_s,omitempty"`
+	FirstErrorMessage string  `json:"first_error,omitempty"`
 }
 
 type identity struct {
@@ -111,6 +118,9 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "agents %d, %s, %s client, %.0fs: %d heartbeats, %.0f/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.1f ms, errors %d, %.0f wire bytes/heartbeat, manager %.1f µs CPU/heartbeat\n",
 				res.Agents, res.Mode, res.Client, res.DurationS, res.Heartbeats, res.Rate, res.P50ms, res.P99ms, res.P999ms, res.MaxMs, res.Errors, res.WireBytesPerBeat, res.ManagerCPUPerBeatUs)
+			if res.EventsPerBatch > 0 {
+				fmt.Fprintf(w, "events: %d per batch, %.0f events/s stored\n", res.EventsPerBatch, res.EventsPerS)
+			}
 			if res.FirstErrorMessage != "" {
 				fmt.Fprintf(w, "first error: %s\n", res.FirstErrorMessage)
 			}
@@ -131,6 +141,7 @@ raise the open-file limit (ulimit -n) above the agent count.`,
 	f.IntVar(&o.SourceIPs, "source-ips", 4, "spread connections over 127.0.0.1..N (each gives ~28k ephemeral ports)")
 	f.StringVarP(&out, "output", "o", "text", "text or json")
 	f.BoolVar(&o.Progress, "progress", true, "show progress bars")
+	f.IntVar(&o.Events, "events", 0, "send batches of this many events (at most 1000) instead of heartbeats: measures event ingest")
 	f.StringVar(&o.Client, "client", "raw", "raw: lean TLS client (measures the manager); agent: the real agent client (net/http)")
 	return cmd
 }
@@ -150,10 +161,15 @@ func Run(ctx context.Context, t ctl.Target, o Options, progress io.Writer) (*Res
 	var wire atomic.Int64
 	dial := dialer(t.URL, o.SourceIPs, &wire)
 	var b beater
-	switch o.Client {
-	case "agent":
+	switch {
+	case o.Events > proto.MaxEventsPerBatch:
+		err = fmt.Errorf("--events %d: at most %d per batch", o.Events, proto.MaxEventsPerBatch)
+	case o.Events > 0:
+		o.Client = "agent"
+		b, err = newEventSender(target{t.URL, t.CAFingerprint}, ids, dial, o.Events)
+	case o.Client == "agent":
 		b, err = newAgentBeater(target{t.URL, t.CAFingerprint}, ids, dial)
-	case "raw", "":
+	case o.Client == "raw" || o.Client == "":
 		o.Client = "raw"
 		b, err = newRawBeater(target{t.URL, t.CAFingerprint}, ids, dial)
 	default:
@@ -314,6 +330,9 @@ loop:
 	res.DurationS = elapsed.Seconds()
 	res.Heartbeats, res.Errors = beats.Load(), errs.Load()
 	res.Rate = float64(res.Heartbeats) / elapsed.Seconds()
+	if o.Events > 0 {
+		res.EventsPerBatch, res.EventsPerS = o.Events, res.Rate*float64(o.Events)
+	}
 	if res.Heartbeats > 0 {
 		res.WireBytesPerBeat = float64(wireBytes) / float64(res.Heartbeats)
 	}

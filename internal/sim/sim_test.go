@@ -25,6 +25,7 @@ func TestRun(t *testing.T) {
 		{"open loop, raw", Options{Agents: 20, Rate: 200, Concurrency: 8, Client: "raw"}},
 		{"closed loop, raw", Options{Agents: 20, Concurrency: 4, Client: "raw"}},
 		{"open loop, agent client", Options{Agents: 20, Rate: 200, Concurrency: 8, Client: "agent"}},
+		{"event batches", Options{Agents: 5, Concurrency: 4, Events: 100}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,6 +40,22 @@ func TestRun(t *testing.T) {
 			}
 			if res.ManagerCPUPerBeatUs <= 0 {
 				t.Errorf("manager CPU not measured: %+v", res)
+			}
+			if o.Events > 0 {
+				if res.EventsPerBatch != o.Events || res.EventsPerS != res.Rate*float64(o.Events) {
+					t.Errorf("event figures: %+v", res)
+				}
+				var n struct{ Count int64 }
+				c, err := ctl.NewClient(target)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Do(t.Context(), "GET", "/api/v1/events/count", nil, nil, &n); err != nil {
+					t.Fatal(err)
+				}
+				if n.Count < res.Heartbeats*int64(o.Events) {
+					t.Errorf("the manager holds %d events; the simulator had %d batches of %d acknowledged while measuring", n.Count, res.Heartbeats, o.Events)
+				}
 			}
 			if o.Rate > 0 && (res.Rate < o.Rate*0.8 || res.Rate > o.Rate*1.2) {
 				t.Errorf("open loop at %.0f/s achieved %.0f/s", o.Rate, res.Rate)

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/yagura/yagura/internal/alerting"
+	"github.com/yagura/yagura/internal/notify"
+	"github.com/yagura/yagura/internal/outbox"
+	"github.com/yagura/yagura/internal/store"
+)
+
+// notifications ties alert rules, routing and the outbox dispatcher
+// together and implements api.Notifications.
+type notifications struct {
+	db         *store.DB
+	router     atomic.Pointer[outbox.Router]
+	engine     *alerting.Engine
+	notifier   *alerting.Notifier
+	dispatcher *outbox.Dispatcher
+	log        *slog.Logger
+	// syncEvery reloads rules and channels changed through other nodes.
+	syncEvery time.Duration
+}
+
+func newNotifications(ctx context.Context, cfg outbox.Config, db *store.DB, hostname func(string) string, log *slog.Logger, reg prometheus.Registerer) (*notifications, error) {
+	n := &notifications{db: db, log: log, syncEvery: 10 * time.Second}
+	n.router.Store(&outbox.Router{})
+	d, err := outbox.New(cfg, db, n.dial, log.With("component", "outbox"), reg)
+	if err != nil {
+		return nil, err
+	}
+	n.dispatcher = d
+	n.notifier = alerting.NewNotifier(db, n, outbox.NotificationID, hostname, d.Wake)
+	n.engine = alerting.NewEngine(n.notifier, hostname, log.With("component", "alerting"))
+	if err := n.reload(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Match routes through the current channels.
+func (n *notifications) Match(source, typ, severity string) []store.Channel {
+	return n.router.Load().Match(source, typ, severity)
+}
+
+func (n *notifications) reload(ctx context.Context) error {
+	rules, err := n.db.ListAlertRules(ctx)
+	if err != nil {
+		return fmt.Errorf("load alert rules: %w", err)
+	}
+	n.engine.SetRules(rules)
+	chans, err := n.db.ListChannels(ctx)
+	if err != nil {
+		return fmt.Errorf("load notification channels: %w", err)
+	}
+	r, err := outbox.NewRouter(chans)
+	if err != nil {
+		// The others still route; the bad one is named.
+		n.log.Error("a notification channel's routes are invalid; it receives nothing", "err", err)
+	}
+	n.router.Store(r)
+	return nil
+}
+
+// Changed reloads after an edit through the API.
+func (n *notifications) Changed(ctx context.Context) {
+	if err := n.reload(context.WithoutCancel(ctx)); err != nil {
+		n.log.Error("reload alert rules and channels", "err", err)
+	}
+}
+
+// Wake starts delivery now.
+func (n *notifications) Wake() { n.dispatcher.Wake() }
+
+// Test sends a test message over ch directly.
+func (n *notifications) Test(ctx context.Context, ch store.Channel, by string) error {
+	s, err := n.sender(ch)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Send(ctx, alerting.TestMessage(ch.ID, ch.Name, by, time.Now()))
+}
+
+func (n *notifications) sender(ch store.Channel) (notify.Sender, error) {
+	var cfg notify.Config
+	if err := json.Unmarshal([]byte(ch.Config), &cfg); err != nil {
+		return nil, fmt.Errorf("channel %q: stored configuration: %w", ch.Name, err)
+	}
+	return notify.New(cfg, notify.WithLogger(n.log.With("component", "notify", "channel", ch.Name)))
+}
+
+// dial adapts a notify sender to the dispatcher, which hands over the
+// stored JSON message.
+func (n *notifications) dial(ch store.Channel) (outbox.Sender, error) {
+	s, err := n.sender(ch)
+	if err != nil {
+		return nil, err
+	}
+	return payloadSender{s}, nil
+}
+
+type payloadSender struct{ s notify.Sender }
+
+func (p payloadSender) Send(ctx context.Context, payload []byte) error {
+	var m notify.Message
+	if err := json.Unmarshal(payload, &m); err != nil {
+		return permanent{fmt.Errorf("stored notification is not a message: %w", err)}
+	}
+	err := p.s.Send(ctx, m)
+	if err != nil && notify.IsPermanent(err) {
+		// The receiver refused this message (a 4xx, a 5xx SMTP reply):
+		// retrying cannot help, so the dispatcher fails it at once.
+		return permanent{err}
+	}
+	return err
+}
+
+func (p payloadSender) Close() error { return p.s.Close() }
+
+// permanent marks an error retrying cannot fix.
+type permanent struct{ error }
+
+func (permanent) Permanent() bool { return true }
+func (p permanent) Unwrap() error { return p.error }
+
+// run delivers, evaluates and keeps rules and channels in step with other
+// nodes until ctx ends.
+func (n *notifications) run(ctx context.Context) error {
+	go func() { _ = n.engine.Run(ctx) }()
+	go func() {
+		t := time.NewTicker(n.syncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := n.reload(ctx); err != nil && ctx.Err() == nil {
+					n.log.Error("reload alert rules and channels", "err", err)
+				}
+			}
+		}
+	}()
+	return n.dispatcher.Run(ctx)
+}
