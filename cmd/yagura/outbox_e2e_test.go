@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,18 @@ func TestOutboxSurvivesReceiverDownAndRestart(t *testing.T) {
 	}, &ch); err != nil {
 		t.Fatal(err)
 	}
+	// A receiver that refuses everything (400: retrying cannot help): its
+	// notifications fail at once, and one alert says so.
+	refuser := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadRequest) }))
+	defer refuser.Close()
+	var bad api.Channel
+	if err := c.Do(t.Context(), http.MethodPost, "/api/v1/channels", nil, map[string]any{
+		"name":   "misconfigured",
+		"config": map[string]any{"kind": "webhook", "webhook": map[string]any{"url": refuser.URL, "secret": "another-secret-16b"}},
+		"routes": []map[string]any{{"source": "alerts", "types": []string{"rule:*"}}},
+	}, &bad); err != nil {
+		t.Fatal(err)
+	}
 	// One alert per test event: threshold 1, grouped by the event's number.
 	if err := c.Do(t.Context(), http.MethodPost, "/api/v1/alert-rules", nil, map[string]any{
 		"name": "every test event", "severity": "warning",
@@ -183,6 +196,24 @@ func TestOutboxSurvivesReceiverDownAndRestart(t *testing.T) {
 	}
 	if delivered != n {
 		t.Fatalf("delivery history shows %d delivered, want %d", delivered, n)
+	}
+	// The refused notifications are kept as failed, and one alert counts them.
+	eventually(t, 120*time.Second, "every notification to the refusing channel failed", func() (bool, string) {
+		var failed struct{ Items []api.Notification }
+		if err := m.client(t).Do(t.Context(), http.MethodGet, "/api/v1/notifications", map[string][]string{"channel": {bad.ID}, "status": {"failed"}, "limit": {"5000"}}, nil, &failed); err != nil {
+			return false, err.Error()
+		}
+		return len(failed.Items) == n, fmt.Sprint(len(failed.Items))
+	})
+	var alerts struct{ Items []api.Alert }
+	if err := m.client(t).Do(t.Context(), http.MethodGet, "/api/v1/alerts", map[string][]string{"type": {"notification-failed"}, "state": {"all"}}, nil, &alerts); err != nil {
+		t.Fatal(err)
+	}
+	// The count is written after the failure it counts, so the kill may
+	// lose the few counted in that instant; the failures themselves are
+	// all recorded (above).
+	if len(alerts.Items) != 1 || alerts.Items[0].Occurrences > n || alerts.Items[0].Occurrences < n-10 || alerts.Items[0].Subject != "channel=misconfigured" {
+		t.Fatalf("notification-failed alerts: %+v, want one for the channel counting about %d", alerts.Items, n)
 	}
 	m.proc.stop(t, syscall.SIGTERM)
 }

@@ -26,6 +26,8 @@ const (
 	AlertEventsDropped   = "events-dropped"
 	AlertPolicyFailed    = "policy-failed"
 	AlertIsolationFailed = "isolation-failed"
+	// AlertNotificationFailed: a channel's notification was given up on.
+	AlertNotificationFailed = "notification-failed"
 	// RuleAlertPrefix starts the type of an administrator rule's alerts:
 	// "rule:" + the rule's ID.
 	RuleAlertPrefix = "rule:"
@@ -173,7 +175,7 @@ func (en *Engine) name(id string) string {
 
 func (en *Engine) builtinFire(b builtin, e event, now time.Time) fire {
 	return fire{alert: store.Alert{
-		ID: newID(), Type: b.alertType, Severity: b.severity, ComputerID: e.ComputerID,
+		ID: NewID(), Type: b.alertType, Severity: b.severity, ComputerID: e.ComputerID,
 		Message: b.message(en.name(e.ComputerID), e), RaisedAt: now, Data: mustJSON(map[string]any{"event": e.ID, "time": e.Time}),
 	}, suppress: builtinSuppress}
 }
@@ -215,7 +217,7 @@ func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
 		msg += " on " + en.name(computer)
 	}
 	return fire{alert: store.Alert{
-		ID: newID(), Type: RuleAlertPrefix + c.rule.ID, Severity: c.rule.Severity, ComputerID: computer, Subject: subject,
+		ID: NewID(), Type: RuleAlertPrefix + c.rule.ID, Severity: c.rule.Severity, ComputerID: computer, Subject: subject,
 		RuleID: c.rule.ID, Message: msg, RaisedAt: now,
 		Data: mustJSON(map[string]any{"rule": c.rule.Name, "count": c.def.Threshold, "window": w.String(), "first": first, "last": last, "last_event": e.ID}),
 	}, suppress: suppress}, true
@@ -279,7 +281,8 @@ func (en *Engine) Run(ctx context.Context) error {
 	}
 }
 
-func newID() string {
+// NewID returns a new alert ID (UUIDv7).
+func NewID() string {
 	id, err := uuid.NewV7()
 	if err != nil {
 		// Only when the system's randomness fails; then nothing is safe.

@@ -102,13 +102,13 @@ func (n *Notifier) ObserveEvents(ctx context.Context, evs []telemetry.Event) err
 
 // Japanese names of the built-in alert types, for subjects and bodies.
 var alertTypeJA = map[string]string{
-	"computer-offline":    "コンピューターがオフラインです",
-	"clock-drift":         "コンピューターの時刻がずれています",
-	"policy-out-of-date":  "ポリシーが最新ではありません",
-	AlertEventsDropped:    "エージェントがイベントを破棄しました",
-	AlertPolicyFailed:     "ポリシーを適用できませんでした",
-	AlertIsolationFailed:  "ネットワーク隔離に失敗しました",
-	"notification-failed": "通知を配信できませんでした",
+	"computer-offline":      "コンピューターがオフラインです",
+	"clock-drift":           "コンピューターの時刻がずれています",
+	"policy-out-of-date":    "ポリシーが最新ではありません",
+	AlertEventsDropped:      "エージェントがイベントを破棄しました",
+	AlertPolicyFailed:       "ポリシーを適用できませんでした",
+	AlertIsolationFailed:    "ネットワーク隔離に失敗しました",
+	AlertNotificationFailed: "通知を配信できませんでした",
 }
 
 var severityJA = map[string]string{"critical": "重大", "error": "エラー", "warning": "警告", "info": "情報"}
@@ -185,7 +185,7 @@ func EventMessage(e telemetry.Event, hostname string) notify.Message {
 // TestMessage is what "send test" delivers: it says which channel, who
 // asked and when, in Japanese and English.
 func TestMessage(channelID, channelName, by string, at time.Time) notify.Message {
-	id := "test-" + newID()
+	id := "test-" + NewID()
 	return notify.Message{
 		ID: id, Kind: "test", Time: at.UTC(), Type: "test", Severity: "info",
 		Title: "【Yagura】テスト通知 / Test notification: " + channelName,

@@ -117,6 +117,10 @@ type Dispatcher struct {
 	log  *slog.Logger
 	wake chan struct{}
 
+	// OnFail, when set before Run, hears of every notification given up
+	// on (the manager raises an alert: a receiver is missing messages).
+	OnFail func(ctx context.Context, ch store.Channel, n store.Notification, lastErr string)
+
 	delivered, retried, failed *prometheus.CounterVec
 	storeErrs                  prometheus.Counter
 }
@@ -312,6 +316,9 @@ func (d *Dispatcher) work(ctx context.Context, ch store.Channel, s *channelState
 				log.Error("cannot record a failed notification", "notification", n.ID, "err", err)
 				d.release(bg, batch[i+1:])
 				return
+			}
+			if d.OnFail != nil {
+				d.OnFail(bg, ch, n, msg)
 			}
 			continue
 		}

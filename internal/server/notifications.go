@@ -27,16 +27,19 @@ type notifications struct {
 	log        *slog.Logger
 	// syncEvery reloads rules and channels changed through other nodes.
 	syncEvery time.Duration
+	// keepDeliveries is how long the delivery history is kept.
+	keepDeliveries time.Duration
 }
 
-func newNotifications(ctx context.Context, cfg outbox.Config, db *store.DB, hostname func(string) string, log *slog.Logger, reg prometheus.Registerer) (*notifications, error) {
-	n := &notifications{db: db, log: log, syncEvery: 10 * time.Second}
+func newNotifications(ctx context.Context, cfg outbox.Config, keep time.Duration, db *store.DB, hostname func(string) string, log *slog.Logger, reg prometheus.Registerer) (*notifications, error) {
+	n := &notifications{db: db, log: log, syncEvery: 10 * time.Second, keepDeliveries: keep}
 	n.router.Store(&outbox.Router{})
 	d, err := outbox.New(cfg, db, n.dial, log.With("component", "outbox"), reg)
 	if err != nil {
 		return nil, err
 	}
 	n.dispatcher = d
+	d.OnFail = n.failed
 	n.notifier = alerting.NewNotifier(db, n, outbox.NotificationID, hostname, d.Wake)
 	n.engine = alerting.NewEngine(n.notifier, hostname, log.With("component", "alerting"))
 	if err := n.reload(ctx); err != nil {
@@ -131,10 +134,38 @@ type permanent struct{ error }
 func (permanent) Permanent() bool { return true }
 func (p permanent) Unwrap() error { return p.error }
 
+// failed raises a "notification-failed" alert for the channel: one open
+// alert per channel, whose occurrences count the notifications given up on.
+func (n *notifications) failed(ctx context.Context, ch store.Channel, note store.Notification, lastErr string) {
+	a := store.Alert{
+		ID: alerting.NewID(), Type: alerting.AlertNotificationFailed, Severity: "error", Subject: "channel=" + ch.Name,
+		Message:  fmt.Sprintf("Notifications to channel %q are failing; %s notification %s was given up on after %d attempts: %s", ch.Name, note.Kind, note.ID, note.Attempts+1, lastErr),
+		RaisedAt: time.Now(), Data: fmt.Sprintf(`{"channel_id":%q,"notification":%q}`, ch.ID, note.ID),
+	}
+	if _, _, err := n.notifier.Raise(ctx, a, 0); err != nil {
+		n.log.Error("raise notification-failed alert", "channel", ch.Name, "err", err)
+	}
+}
+
 // run delivers, evaluates and keeps rules and channels in step with other
 // nodes until ctx ends.
 func (n *notifications) run(ctx context.Context) error {
 	go func() { _ = n.engine.Run(ctx) }()
+	go func() {
+		// The delivery history is kept as long as events are.
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			if _, err := n.db.PruneDeliveries(ctx, time.Now().Add(-n.keepDeliveries)); err != nil && ctx.Err() == nil {
+				n.log.Error("prune delivery history", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	go func() {
 		t := time.NewTicker(n.syncEvery)
 		defer t.Stop()
