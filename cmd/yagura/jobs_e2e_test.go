@@ -162,6 +162,18 @@ func TestJobs(t *testing.T) {
 				t.Errorf("delivered to %s after %s (heartbeat interval 30s), want within 2s", tg.ComputerID, d)
 			}
 		}
+		// Each finished job is a system event of its computer.
+		c := m.client(t)
+		for _, tg := range j.Targets {
+			evs := m.events(t, c, eventQuery(tg.ComputerID, "job-succeeded"))
+			found := false
+			for _, e := range evs {
+				found = found || e.ID == "job:"+j.ID
+			}
+			if !found {
+				t.Errorf("no job-succeeded event for job %s on %s: %+v", j.ID, tg.ComputerID, evs)
+			}
+		}
 	})
 
 	t.Run("collect-logs resumes after a cut connection", func(t *testing.T) {

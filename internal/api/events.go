@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -59,28 +60,39 @@ func (s EventSearch) query(now time.Time) (telemetry.EventQuery, error) {
 	return q, nil
 }
 
-// cursor is the opaque paging token: where the previous page ended.
-type cursor struct {
-	T int64  `json:"t"`
-	C string `json:"c"`
-	I string `json:"i"`
-}
-
+// A cursor is the opaque paging token: where the previous page ended, as
+// base64url of the event's time (8 bytes, µs) and its computer and ID
+// (each after a 2-byte length) — bytes, so any ID round-trips.
 func encodeCursor(e telemetry.Event) string {
-	b, _ := json.Marshal(cursor{T: e.Time.UnixMicro(), C: e.ComputerID, I: e.ID})
+	b := binary.BigEndian.AppendUint64(nil, uint64(e.Time.UnixMicro()))
+	for _, s := range []string{e.ComputerID, e.ID} {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+		b = append(b, s...)
+	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func decodeCursor(s string) (*telemetry.Cursor, error) {
+	bad := huma.Error400BadRequest("cursor: not one this API returned; start again without it")
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	var c cursor
-	if err == nil {
-		err = json.Unmarshal(b, &c)
+	if err != nil || len(b) < 8 {
+		return nil, bad
 	}
-	if err != nil {
-		return nil, huma.Error400BadRequest("cursor: not one this API returned; start again without it")
+	c := &telemetry.Cursor{Time: time.UnixMicro(int64(binary.BigEndian.Uint64(b))).UTC()}
+	b = b[8:]
+	var parts [2]string
+	for i := range parts {
+		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+			return nil, bad
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		parts[i], b = string(b[2:2+n]), b[2+n:]
 	}
-	return &telemetry.Cursor{Time: time.UnixMicro(c.T).UTC(), ComputerID: c.C, ID: c.I}, nil
+	if len(b) != 0 {
+		return nil, bad
+	}
+	c.ComputerID, c.ID = parts[0], parts[1]
+	return c, nil
 }
 
 func (a *API) telemetryErr(what string, err error) error {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/proto"
 	"github.com/yagura/yagura/internal/store"
+	"github.com/yagura/yagura/internal/telemetry"
 )
 
 // Problem codes of the job endpoints.
@@ -57,9 +59,28 @@ func (g *Gateway) jobStatus(w http.ResponseWriter, r *http.Request) {
 		g.problem(w, http.StatusBadRequest, proto.CodeBadRequest, "job status: "+err.Error())
 		return
 	}
-	if _, err := g.jobs.Report(r.Context(), id, &st, g.now()); err != nil {
+	tg, err := g.jobs.Report(r.Context(), id, &st, g.now())
+	if err != nil {
 		g.jobProblem(w, "job status", err)
 		return
+	}
+	if g.sink != nil && store.JobFinal(tg.Status) {
+		// A system event per finished job, searchable with the rest. Its
+		// ID is the job's, so a repeated report is stored once. The job
+		// itself is already recorded: a failure here is only logged.
+		data, _ := json.Marshal(map[string]string{"job_id": st.JobID, "status": tg.Status, "file_id": tg.FileID})
+		sev := "info"
+		if tg.Status != store.JobSucceeded {
+			sev = "warning"
+		}
+		ev := telemetry.Event{ComputerID: id, ID: "job:" + st.JobID, Type: "job-" + tg.Status, Severity: sev,
+			Time: tg.FinishedAt.UTC(), ReceivedAt: g.now().UTC(), Data: string(data)}
+		if ev.Time.IsZero() {
+			ev.Time = ev.ReceivedAt
+		}
+		if err := g.sink.Write(r.Context(), []telemetry.Event{ev}); err != nil {
+			g.log.Warn("record job event", "job", st.JobID, "computer", id, "err", err)
+		}
 	}
 	reply(w, struct {
 		V int `json:"v"`

@@ -185,3 +185,25 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRoutes: routes come from administrators through the API; any
+// text either parses into routes that validate and match without panicking,
+// or is refused with an error.
+func FuzzParseRoutes(f *testing.F) {
+	f.Add(`[{"source":"alerts"},{"source":"events","types":["firewall","rule:*"],"min_severity":"warning"}]`)
+	f.Add(`[{"source":"alerts","types":["[a-"]}]`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, s string) {
+		rs, err := ParseRoutes(s)
+		if err != nil {
+			return
+		}
+		for _, r := range rs {
+			if err := r.Validate(); err != nil {
+				t.Fatalf("parsed route %+v does not validate: %v", r, err)
+			}
+			r.Match("alerts", "rule:x", "critical")
+			r.Match("events", "firewall", "")
+		}
+	})
+}

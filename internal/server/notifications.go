@@ -29,10 +29,13 @@ type notifications struct {
 	syncEvery time.Duration
 	// keepDeliveries is how long the delivery history is kept.
 	keepDeliveries time.Duration
+	// version is the manager's, for CEF's Device Version and the
+	// User-Agent of mail and webhooks.
+	version string
 }
 
-func newNotifications(ctx context.Context, cfg outbox.Config, keep time.Duration, db *store.DB, hostname func(string) string, log *slog.Logger, reg prometheus.Registerer) (*notifications, error) {
-	n := &notifications{db: db, log: log, syncEvery: 10 * time.Second, keepDeliveries: keep}
+func newNotifications(ctx context.Context, cfg outbox.Config, keep time.Duration, db *store.DB, hostname func(string) string, version string, log *slog.Logger, reg prometheus.Registerer) (*notifications, error) {
+	n := &notifications{db: db, log: log, syncEvery: 10 * time.Second, keepDeliveries: keep, version: version}
 	n.router.Store(&outbox.Router{})
 	d, err := outbox.New(cfg, db, n.dial, log.With("component", "outbox"), reg)
 	if err != nil {
@@ -97,7 +100,11 @@ func (n *notifications) sender(ch store.Channel) (notify.Sender, error) {
 	if err := json.Unmarshal([]byte(ch.Config), &cfg); err != nil {
 		return nil, fmt.Errorf("channel %q: stored configuration: %w", ch.Name, err)
 	}
-	return notify.New(cfg, notify.WithLogger(n.log.With("component", "notify", "channel", ch.Name)))
+	opts := []notify.Option{notify.WithLogger(n.log.With("component", "notify", "channel", ch.Name))}
+	if false && n.version != "" {
+		opts = append(opts, notify.WithProductVersion(n.version))
+	}
+	return notify.New(cfg, opts...)
 }
 
 // dial adapts a notify sender to the dispatcher, which hands over the

@@ -149,7 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return fl.Hostname(id)
 	}
-	notes, err := newNotifications(ctx, s.cfg.Notifications, max(s.cfg.Telemetry.MaxAge, 7*24*time.Hour), db, hostname, s.log.With("component", "notifications"), reg)
+	notes, err := newNotifications(ctx, s.cfg.Notifications, max(s.cfg.Telemetry.MaxAge, 7*24*time.Hour), db, hostname, s.opts.Version, s.log.With("component", "notifications"), reg)
 	if err != nil {
 		return err
 	}
