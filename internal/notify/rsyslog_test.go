@@ -4,13 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,133 +14,16 @@ import (
 	"github.com/leodido/go-syslog/v4/rfc5424"
 
 	"github.com/yagura/yagura/internal/cef"
+	"github.com/yagura/yagura/internal/testdaemon"
 )
-
-const rsyslogd = "/usr/sbin/rsyslogd"
-
-// rsyslog is a private rsyslogd: plain TCP, TLS (gtls, anonymous client
-// auth) and UDP inputs on loopback, writing every raw message as one line of
-// a file.
-type rsyslog struct {
-	TCP, TLS, UDP string // host:port
-	Out           string // received messages, one per line
-	PKI           *testPKI
-	stderr        *syncBuffer
-
-	conf, pidFile string
-	cmd           *exec.Cmd
-	exited        chan struct{}
-}
-
-// start runs rsyslogd and waits until its TCP and TLS inputs accept.
-func (r *rsyslog) start(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command(rsyslogd, "-n", "-f", r.conf, "-i", r.pidFile)
-	cmd.Stdout, cmd.Stderr = r.stderr, r.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start rsyslogd: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	r.cmd, r.exited = cmd, exited
-	for _, addr := range []string{r.TCP, r.TLS} {
-		waitFor(t, 15*time.Second, "rsyslogd to listen on "+addr, func() bool {
-			select {
-			case <-exited:
-				t.Fatalf("rsyslogd exited: %s", r.stderr)
-			default:
-			}
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err != nil {
-				return false
-			}
-			c.Close()
-			return true
-		})
-	}
-}
-
-// stop ends rsyslogd (SIGTERM, then SIGKILL after 10 s).
-func (r *rsyslog) stop() {
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.exited:
-	case <-time.After(10 * time.Second):
-		r.cmd.Process.Kill()
-		<-r.exited
-	}
-	r.cmd = nil
-}
-
-func startRsyslog(t *testing.T) *rsyslog {
-	t.Helper()
-	requireFile(t, "rsyslog", rsyslogd)
-	requireFile(t, "rsyslog-gnutls", "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
-		"/usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so", "/usr/lib/rsyslog/lmnsd_gtls.so")
-	dir := t.TempDir()
-	r := &rsyslog{
-		TCP:    net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp"))),
-		TLS:    net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp"))),
-		UDP:    net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "udp"))),
-		Out:    filepath.Join(dir, "received.log"),
-		PKI:    newTestPKI(t),
-		stderr: &syncBuffer{},
-	}
-	ca, cert, key := r.PKI.WriteFiles(t, dir)
-	port := func(hp string) string { _, p, _ := net.SplitHostPort(hp); return p }
-	// No imuxsock or imklog: only the inputs below. Inputs are bound to a
-	// ruleset of their own so that rsyslogd's internal messages stay out of
-	// the file. rawmsg is the message as received, without the octet count.
-	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="64k")
-module(load="imtcp")
-module(load="imudp")
-template(name="raw" type="string" string="%%rawmsg%%\n")
-ruleset(name="yagura") { action(type="omfile" file=%[2]q template="raw") }
-input(type="imtcp" address="127.0.0.1" port=%[3]q ruleset="yagura")
-input(type="imtcp" address="127.0.0.1" port=%[4]q ruleset="yagura"
-      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon"
-      streamDriver.caFile=%[6]q streamDriver.certFile=%[7]q streamDriver.keyFile=%[8]q)
-input(type="imudp" address="127.0.0.1" port=%[5]q ruleset="yagura")
-`, dir, r.Out, port(r.TCP), port(r.TLS), port(r.UDP), ca, cert, key)
-	confPath := filepath.Join(dir, "rsyslog.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.conf, r.pidFile = confPath, filepath.Join(dir, "rsyslogd.pid")
-	r.start(t)
-	t.Cleanup(func() {
-		r.stop()
-		if t.Failed() {
-			t.Logf("rsyslogd output:\n%s", r.stderr)
-		}
-	})
-	return r
-}
-
-// Lines returns the received messages.
-func (r *rsyslog) Lines(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile(r.Out)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-}
 
 // TestRsyslog sends CEF alerts to a real rsyslogd over TCP (octet counting
 // and LF framing) and TLS, and RFC 3164 + JSON over UDP, then parses what
 // rsyslogd wrote and compares it with what was sent.
 func TestRsyslog(t *testing.T) {
-	requireRoot(t)
+	testdaemon.RequireRoot(t)
 	start := time.Now()
-	r := startRsyslog(t)
+	r := testdaemon.StartRsyslog(t)
 	t.Logf("rsyslogd ready in %v", time.Since(start).Round(time.Millisecond))
 
 	const n = 20
@@ -188,7 +66,7 @@ func TestRsyslog(t *testing.T) {
 	um := testMessage("udp-3164-json")
 	um.Severity = "warning"
 	sent[um.ID] = um
-	waitFor(t, 15*time.Second, "the UDP message", func() bool {
+	testdaemon.WaitFor(t, 15*time.Second, "the UDP message", func() bool {
 		if err := udp.Send(ctx, um); err != nil {
 			t.Fatalf("udp: %v", err)
 		}
@@ -197,7 +75,7 @@ func TestRsyslog(t *testing.T) {
 	})
 
 	seen := map[string]bool{}
-	waitFor(t, 15*time.Second, fmt.Sprintf("%d messages in %s", len(sent), r.Out), func() bool {
+	testdaemon.WaitFor(t, 15*time.Second, fmt.Sprintf("%d messages in %s", len(sent), r.Out), func() bool {
 		clear(seen)
 		for _, l := range r.Lines(t) {
 			if id := idOf(l); id != "" {
@@ -304,8 +182,8 @@ func checkRFC3164JSON(t *testing.T, line string, want Message) {
 // TestRsyslogRestart: the collector restarts between two messages; the
 // sender notices the closed connection and delivers on a new one.
 func TestRsyslogRestart(t *testing.T) {
-	requireRoot(t)
-	r := startRsyslog(t)
+	testdaemon.RequireRoot(t)
+	r := testdaemon.StartRsyslog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	senders := map[string]Sender{}
@@ -323,14 +201,14 @@ func TestRsyslogRestart(t *testing.T) {
 	has := func(id string) bool { return strings.Contains(strings.Join(r.Lines(t), "\n"), `id="`+id+`"`) }
 	for _, phase := range []string{"before", "after"} {
 		if phase == "after" {
-			r.stop()
-			r.start(t)
+			r.Stop()
+			r.Start(t)
 		}
 		for name, s := range senders {
 			if err := s.Send(ctx, testMessage(name+"-"+phase)); err != nil {
 				t.Fatalf("%s %s the restart: %v", name, phase, err)
 			}
 		}
-		waitFor(t, 10*time.Second, "messages "+phase+" the restart", func() bool { return has("tcp-"+phase) && has("tls-"+phase) })
+		testdaemon.WaitFor(t, 10*time.Second, "messages "+phase+" the restart", func() bool { return has("tcp-"+phase) && has("tls-"+phase) })
 	}
 }

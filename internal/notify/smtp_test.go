@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/yagura/yagura/internal/testdaemon"
 )
 
 // smtpServer is an in-process SMTP server that accepts AUTH PLAIN (only
@@ -95,7 +97,7 @@ func (s *smtpSession) Logout() error { return nil }
 
 // startSMTPServer listens on loopback with STARTTLS, or with implicit TLS
 // when implicit is set, or without TLS when pki is nil.
-func startSMTPServer(t *testing.T, pki *testPKI, implicit bool, user, pass string) *smtpServer {
+func startSMTPServer(t *testing.T, pki *testdaemon.PKI, implicit bool, user, pass string) *smtpServer {
 	t.Helper()
 	srv := &smtpServer{}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
@@ -125,7 +127,7 @@ func startSMTPServer(t *testing.T, pki *testPKI, implicit bool, user, pass strin
 	return srv
 }
 
-func smtpConfig(addr, security, user, pass string, pki *testPKI) Config {
+func smtpConfig(addr, security, user, pass string, pki *testdaemon.PKI) Config {
 	host, port, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(port)
 	c := &SMTPConfig{
@@ -139,7 +141,7 @@ func smtpConfig(addr, security, user, pass string, pki *testPKI) Config {
 }
 
 func TestSMTPAuthTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testdaemon.NewPKI(t)
 	for _, tc := range []struct {
 		name     string
 		implicit bool
@@ -194,7 +196,7 @@ func TestSMTPAuthTLS(t *testing.T) {
 }
 
 func TestSMTPErrors(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testdaemon.NewPKI(t)
 	srv := startSMTPServer(t, pki, false, "alice", "right")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -252,7 +254,7 @@ func TestSMTPErrors(t *testing.T) {
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testdaemon.FreePort(t, "tcp")))
 		err := send(smtpConfig(addr, SecurityStartTLS, "", "", pki))
 		want := "smtp " + addr + ": dial: "
 		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {

@@ -17,6 +17,8 @@ import (
 	"github.com/leodido/go-syslog/v4"
 	"github.com/leodido/go-syslog/v4/octetcounting"
 	"github.com/leodido/go-syslog/v4/rfc5424"
+
+	"github.com/yagura/yagura/internal/testdaemon"
 )
 
 func TestSyslogFormat(t *testing.T) {
@@ -178,7 +180,7 @@ func TestSyslogReconnect(t *testing.T) {
 		if err := s.Send(ctx, testMessage(id)); err != nil {
 			t.Fatalf("send %s: %v", id, err)
 		}
-		waitFor(t, 5*time.Second, id, func() bool { return len(srv.IDs()) == i+1 })
+		testdaemon.WaitFor(t, 5*time.Second, id, func() bool { return len(srv.IDs()) == i+1 })
 	}
 	if got := srv.Conns(); got != 5 {
 		t.Errorf("%d connections, want 5 (one per message)", got)
@@ -205,7 +207,7 @@ func TestSyslogReconnect(t *testing.T) {
 			t.Fatalf("after restart: %v", err)
 		}
 	}
-	waitFor(t, 5*time.Second, "two messages after the restart", func() bool { return len(srv2.IDs()) == 2 })
+	testdaemon.WaitFor(t, 5*time.Second, "two messages after the restart", func() bool { return len(srv2.IDs()) == 2 })
 	if got := srv2.Conns(); got != 1 {
 		t.Errorf("%d connections after restart, want 1 (kept open)", got)
 	}
@@ -255,7 +257,7 @@ func TestSyslogFraming(t *testing.T) {
 }
 
 func TestSyslogTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testdaemon.NewPKI(t)
 	l, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerTLS())
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +299,7 @@ func TestSyslogTLS(t *testing.T) {
 			t.Errorf("after Close: %v", err)
 		}
 	}
-	waitFor(t, 5*time.Second, "3 messages", func() bool { return len(srv.IDs()) == 3 })
+	testdaemon.WaitFor(t, 5*time.Second, "3 messages", func() bool { return len(srv.IDs()) == 3 })
 
 	// A server name that the certificate does not hold.
 	bad := SyslogConfig{Address: addr, Transport: TransportTLS, CAPEM: string(pki.CAPEM), ServerName: "siem.example.jp"}

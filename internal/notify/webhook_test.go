@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/yagura/yagura/internal/testdaemon"
 )
 
 const testSecret = "whsec-0123456789abcdef"
@@ -230,7 +232,7 @@ func TestWebhook(t *testing.T) {
 	})
 
 	t.Run("ca_pem", func(t *testing.T) {
-		pki := newTestPKI(t)
+		pki := testdaemon.NewPKI(t)
 		ts := httptest.NewUnstartedServer(recv)
 		ts.TLS = pki.ServerTLS()
 		ts.StartTLS()
@@ -259,7 +261,7 @@ func TestWebhook(t *testing.T) {
 	})
 
 	t.Run("connection refused", func(t *testing.T) {
-		url := "https://127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "/hook"
+		url := "https://127.0.0.1:" + strconv.Itoa(testdaemon.FreePort(t, "tcp")) + "/hook"
 		s, err := New(Config{Kind: KindWebhook, Webhook: &WebhookConfig{URL: url, Secret: testSecret}})
 		if err != nil {
 			t.Fatal(err)

@@ -101,7 +101,7 @@ func (n *notifications) sender(ch store.Channel) (notify.Sender, error) {
 		return nil, fmt.Errorf("channel %q: stored configuration: %w", ch.Name, err)
 	}
 	opts := []notify.Option{notify.WithLogger(n.log.With("component", "notify", "channel", ch.Name))}
-	if false && n.version != "" {
+	if n.version != "" {
 		opts = append(opts, notify.WithProductVersion(n.version))
 	}
 	return notify.New(cfg, opts...)
