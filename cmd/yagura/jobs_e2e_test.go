@@ -287,6 +287,13 @@ func TestJobs(t *testing.T) {
 			t.Errorf("computer state %q, want uninstalled", st)
 		}
 	})
-	a.stop(t, syscall.SIGTERM)
+	// Agent A sits in its long poll (the interval is 30 s): stopping the
+	// manager must end the poll, not wait for it.
+	time.Sleep(2 * time.Second)
+	start := time.Now()
 	m.proc.stop(t, syscall.SIGTERM)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the manager took %s to stop with an agent in its long poll", d.Round(time.Millisecond))
+	}
+	a.stop(t, syscall.SIGTERM)
 }

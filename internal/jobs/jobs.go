@@ -84,6 +84,10 @@ type Service struct {
 	// long job would poll in a tight loop.
 	fresh   map[string]bool
 	waiters map[string]chan struct{} // agents in a long poll
+	// released is closed when the manager shuts down: long polls end at
+	// once instead of holding the HTTP server's shutdown for their minute.
+	released    chan struct{}
+	releaseOnce sync.Once
 	// uploads serialises appends to one file.
 	uploads sync.Map // file ID → *sync.Mutex
 
@@ -103,7 +107,7 @@ func (s *Service) SetNudger(n func(ids ...string)) { s.nudge = n }
 func New(cfg Config, st Store, fl Fleet, log *slog.Logger, reg prometheus.Registerer) *Service {
 	s := &Service{
 		cfg: cfg, st: st, fleet: fl, log: log,
-		pending: map[string]bool{}, fresh: map[string]bool{}, waiters: map[string]chan struct{}{},
+		pending: map[string]bool{}, fresh: map[string]bool{}, waiters: map[string]chan struct{}{}, released: make(chan struct{}),
 		created:   prometheus.NewCounter(prometheus.CounterOpts{Name: "yagura_jobs_created_total", Help: "Jobs created."}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "yagura_jobs_delivered_total", Help: "Job deliveries to agents (first delivery per target)."}),
 	}
@@ -403,6 +407,7 @@ func (s *Service) Wait(ctx context.Context, id string, max time.Duration) bool {
 		woken = true
 	case <-t.C:
 	case <-ctx.Done():
+	case <-s.released:
 	}
 	s.mu.Lock()
 	if s.waiters[id] == ch {
@@ -411,6 +416,10 @@ func (s *Service) Wait(ctx context.Context, id string, max time.Duration) bool {
 	s.mu.Unlock()
 	return woken
 }
+
+// ReleaseWaiters ends every long poll, now and from now on, without jobs:
+// the manager is stopping (http.Server.RegisterOnShutdown).
+func (s *Service) ReleaseWaiters() { s.releaseOnce.Do(func() { close(s.released) }) }
 
 // Wake ends the long polls of these agents, and nudges the others.
 func (s *Service) Wake(ids ...string) {

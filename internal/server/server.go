@@ -255,6 +255,8 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelDebug),
 	}
 
+	// Agents' long polls would hold Shutdown for up to a minute.
+	srv.RegisterOnShutdown(js.ReleaseWaiters)
 	g, gctx := errgroup.WithContext(ctx)
 	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFleet()
