@@ -6,6 +6,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -311,10 +312,10 @@ func checkSyslogAlert(t *testing.T, app, line string, alerts map[string]api.Aler
 		{"externalId", get("externalId"), a.ID},
 		{"cat", get("cat"), "alert"},
 		{"rt", get("rt"), strconv.FormatInt(sm.Timestamp.UnixMilli(), 10)},
-		// Where CEF says which computer; alerts grouped by a data field
-		// belong to no computer, and then both are left out.
-		{"deviceExternalId", get("deviceExternalId"), a.ComputerID},
-		{"dvchost", get("dvchost"), hostnames[a.ComputerID]},
+		// Where CEF says which computer: alerts grouped by a data field
+		// belong to no computer, but name the one their burst came from.
+		{"deviceExternalId", get("deviceExternalId"), alertComputer(a)},
+		{"dvchost", get("dvchost"), hostnames[alertComputer(a)]},
 		{"custom string alert_id", custom("alert_id"), a.ID},
 		{"custom string rule_id", custom("rule_id"), a.RuleID},
 		{"custom string n", "n=" + custom("n"), a.Subject},
@@ -383,4 +384,17 @@ func checkMailAlert(t *testing.T, raw string, alerts map[string]api.Alert, ruleN
 		}
 	}
 	return id
+}
+
+// alertComputer is the computer an alert names: its own, or the one its
+// burst came from (in its data).
+func alertComputer(a api.Alert) string {
+	if a.ComputerID != "" {
+		return a.ComputerID
+	}
+	var d struct {
+		ComputerID string `json:"computer_id"`
+	}
+	_ = json.Unmarshal(a.Data, &d)
+	return d.ComputerID
 }

@@ -197,7 +197,8 @@ func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
 		c.groups[key] = g
 	}
 	w := time.Duration(c.def.Window)
-	if !g.add(e.Time, c.def.Threshold, w) {
+	fired, burstComputer := g.add(e.Time, e.ComputerID, c.def.Threshold, w)
+	if !fired {
 		return fire{}, false
 	}
 	suppress := time.Duration(c.def.Suppress)
@@ -213,13 +214,20 @@ func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
 	if subject != "" {
 		msg += " (" + subject + ")"
 	}
-	if computer != "" {
+	data := map[string]any{"rule": c.rule.Name, "count": c.def.Threshold, "window": w.String(), "first": first, "last": last, "last_event": e.ID}
+	switch {
+	case computer != "":
 		msg += " on " + en.name(computer)
+	case burstComputer != "":
+		// Grouped by a data field, the alert belongs to no computer (its
+		// key must not change with where the next burst comes from), but
+		// when the whole burst came from one, say which.
+		msg += " on " + en.name(burstComputer)
+		data["computer_id"] = burstComputer
 	}
 	return fire{alert: store.Alert{
 		ID: NewID(), Type: RuleAlertPrefix + c.rule.ID, Severity: c.rule.Severity, ComputerID: computer, Subject: subject,
-		RuleID: c.rule.ID, Message: msg, RaisedAt: now,
-		Data: mustJSON(map[string]any{"rule": c.rule.Name, "count": c.def.Threshold, "window": w.String(), "first": first, "last": last, "last_event": e.ID}),
+		RuleID: c.rule.ID, Message: msg, RaisedAt: now, Data: mustJSON(data),
 	}, suppress: suppress}, true
 }
 

@@ -47,7 +47,7 @@ func NewNotifier(s Store, r Routes, id func(channelID, key string) string, hostn
 func (n *Notifier) Raise(ctx context.Context, a store.Alert, suppress time.Duration) (store.Alert, bool, error) {
 	var notes []store.Notification
 	if chans := n.routes.Match("alerts", a.Type, a.Severity); len(chans) > 0 {
-		payload, err := json.Marshal(AlertMessage(a, n.hostname(a.ComputerID)))
+		payload, err := json.Marshal(AlertMessage(a, n.hostname(AlertComputer(a))))
 		if err != nil {
 			return store.Alert{}, false, fmt.Errorf("encode notification of alert %s: %w", a.ID, err)
 		}
@@ -127,9 +127,10 @@ func AlertMessage(a store.Alert, hostname string) notify.Message {
 		ja = a.Type
 	}
 	sev := severityJA[a.Severity] + " / " + a.Severity
+	computer := AlertComputer(a)
 	who := hostname
 	if who == "" {
-		who = a.ComputerID
+		who = computer
 	}
 	title := fmt.Sprintf("【Yagura】[%s] %s", sev, ja)
 	if who != "" {
@@ -140,7 +141,7 @@ func AlertMessage(a store.Alert, hostname string) notify.Message {
 	fmt.Fprintf(&b, "種類 / Type:         %s\n", a.Type)
 	fmt.Fprintf(&b, "重要度 / Severity:   %s\n", sev)
 	if who != "" {
-		fmt.Fprintf(&b, "コンピューター / Computer: %s (%s)\n", who, a.ComputerID)
+		fmt.Fprintf(&b, "コンピューター / Computer: %s (%s)\n", who, computer)
 	}
 	if a.Subject != "" {
 		fmt.Fprintf(&b, "対象 / Subject:      %s\n", a.Subject)
@@ -158,8 +159,21 @@ func AlertMessage(a store.Alert, hostname string) notify.Message {
 	}
 	return notify.Message{
 		ID: a.ID, Kind: "alert", Time: a.RaisedAt.UTC(), Type: a.Type, Severity: a.Severity,
-		Title: title, Text: b.String(), ComputerID: a.ComputerID, Hostname: hostname, Fields: fields,
+		Title: title, Text: b.String(), ComputerID: computer, Hostname: hostname, Fields: fields,
 	}
+}
+
+// AlertComputer is the computer an alert is about: its own, or for a rule
+// grouped by a data field, the one computer its burst came from (if one).
+func AlertComputer(a store.Alert) string {
+	if a.ComputerID != "" || a.Data == "" {
+		return a.ComputerID
+	}
+	var d struct {
+		ComputerID string `json:"computer_id"`
+	}
+	_ = json.Unmarshal([]byte(a.Data), &d)
+	return d.ComputerID
 }
 
 // EventMessage is the notification forwarding an event: its top-level data

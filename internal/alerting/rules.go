@@ -209,6 +209,7 @@ func (d Definition) group(e event) (key, subject, computer string, ok bool) {
 // events that includes it spans at most the window.
 type window struct {
 	times    []time.Time
+	comps    []string // the computer of each time
 	lastSeen time.Time // newest event time seen, for forgetting idle groups
 	computer string
 	// late counts events older than a window before lastSeen: an agent back
@@ -218,23 +219,32 @@ type window struct {
 	isLate bool // a late window has no late window of its own
 }
 
-// add records t and reports whether it completes a burst.
-func (g *window) add(t time.Time, threshold int, w time.Duration) bool {
+// add records an event of computer comp at t and reports whether it
+// completes a burst, and the computer all of the burst's events came from
+// ("" when several).
+func (g *window) add(t time.Time, comp string, threshold int, w time.Duration) (bool, string) {
 	if !g.isLate && !g.lastSeen.IsZero() && t.Before(g.lastSeen.Add(-w)) {
 		if g.late == nil {
 			g.late = &window{isLate: true}
 		}
-		return g.late.add(t, threshold, w)
+		return g.late.add(t, comp, threshold, w)
 	}
 	i, _ := slices.BinarySearchFunc(g.times, t, func(a, b time.Time) int { return a.Compare(b) })
 	g.times = slices.Insert(g.times, i, t)
+	g.comps = slices.Insert(g.comps, i, comp)
 	if t.After(g.lastSeen) {
 		g.lastSeen = t
 	}
-	fired := false
+	fired, common := false, ""
 	for j := max(0, i-threshold+1); j <= i && j+threshold-1 < len(g.times); j++ {
 		if g.times[j+threshold-1].Sub(g.times[j]) <= w {
-			fired = true
+			fired, common = true, g.comps[j]
+			for _, c := range g.comps[j : j+threshold] {
+				if c != common {
+					common = ""
+					break
+				}
+			}
 			break
 		}
 	}
@@ -249,6 +259,7 @@ func (g *window) add(t time.Time, threshold int, w time.Duration) bool {
 	k = max(k, len(g.times)-threshold)
 	if k > 0 {
 		g.times = slices.Delete(g.times, 0, k)
+		g.comps = slices.Delete(g.comps, 0, k)
 	}
-	return fired
+	return fired, common
 }

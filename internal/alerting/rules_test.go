@@ -65,7 +65,7 @@ func TestWindow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var g window
 			for i, s := range tt.times {
-				if got := g.add(at(s), 3, time.Minute); got != tt.want[i] {
+				if got, _ := g.add(at(s), "c1", 3, time.Minute); got != tt.want[i] {
 					t.Fatalf("event %d (t+%ds): fired %v, want %v (times %v)", i, s, got, tt.want[i], g.times)
 				}
 			}
@@ -137,10 +137,27 @@ func TestEngineRule(t *testing.T) {
 	if a.Type != "rule:r1" || a.Subject != "src=203.0.113.5" || a.Severity != "critical" || a.RuleID != "r1" || !strings.Contains(a.Message, "SSH brute force") {
 		t.Fatalf("alert %+v", a)
 	}
+	// Grouped by source, the alert belongs to no computer, but the burst
+	// came from one: the message and the notification say which.
+	if a.ComputerID != "" || AlertComputer(a) != "c1" || !strings.Contains(a.Message, "web01") {
+		t.Fatalf("alert %+v: computer %q", a, AlertComputer(a))
+	}
+	if m := AlertMessage(a, "web01"); m.ComputerID != "c1" || m.Hostname != "web01" {
+		t.Fatalf("notification %+v", m)
+	}
 	// Another source is its own group.
 	must(t, en.ObserveEvents(ctx, denies("192.0.2.9", 20, now, time.Second, &seq)))
 	if len(r.alerts) != 2 || r.alerts[1].Subject != "src=192.0.2.9" {
 		t.Fatalf("second source: %+v", r.alerts)
+	}
+	// A burst from several computers names none.
+	mixed := denies("192.0.2.77", 20, now, time.Second, &seq)
+	for i := range mixed {
+		mixed[i].ComputerID = fmt.Sprint("c", i%2)
+	}
+	must(t, en.ObserveEvents(ctx, mixed))
+	if len(r.alerts) != 3 || AlertComputer(r.alerts[2]) != "" {
+		t.Fatalf("mixed burst: %+v", r.alerts)
 	}
 	// Events without the grouped field, or not matching the filter, do not count.
 	var other []telemetry.Event
@@ -148,8 +165,8 @@ func TestEngineRule(t *testing.T) {
 		other = append(other, telemetry.Event{ComputerID: "c1", ID: fmt.Sprint("o", i), Type: "firewall", Severity: "info", Time: now, Data: `{"action":"allow","src":"203.0.113.77","dpt":22}`})
 	}
 	must(t, en.ObserveEvents(ctx, other))
-	if len(r.alerts) != 2 {
-		t.Fatalf("non-matching events raised alerts: %+v", r.alerts[2:])
+	if len(r.alerts) != 3 {
+		t.Fatalf("non-matching events raised alerts: %+v", r.alerts[3:])
 	}
 }
 
