@@ -209,7 +209,7 @@ func (d Definition) group(e event) (key, subject, computer string, ok bool) {
 // events that includes it spans at most the window.
 type window struct {
 	times    []time.Time
-	comps    []string // the computer of each time
+	comps    []string  // the computer of each time
 	lastSeen time.Time // newest event time seen, for forgetting idle groups
 	computer string
 	// late counts events older than a window before lastSeen: an agent back
