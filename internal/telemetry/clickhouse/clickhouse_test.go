@@ -87,13 +87,26 @@ func TestOpenFails(t *testing.T) {
 	if _, err := clickhouse.Open(t.Context(), clickhouse.Config{}); !errors.Is(err, telemetry.ErrInvalid) {
 		t.Errorf("open without address: %v, want ErrInvalid", err)
 	}
-	db := testch.Start(t)
-	_, err := clickhouse.Open(t.Context(), clickhouse.Config{Addr: db.Addr, Database: "no_such_db"})
-	if err == nil {
-		t.Fatal("opened a missing database")
+	if _, err := clickhouse.Open(t.Context(), clickhouse.Config{Addr: "127.0.0.1:9", Database: "x; DROP DATABASE y"}); !errors.Is(err, telemetry.ErrInvalid) {
+		t.Errorf("open with a database name that is not an identifier: %v, want ErrInvalid", err)
 	}
-	if got := err.Error(); !strings.Contains(got, "clickhouse: open") || !strings.Contains(got, "no_such_db") {
+	_, err := clickhouse.Open(t.Context(), clickhouse.Config{Addr: "127.0.0.1:9", Database: "yagura"})
+	if err == nil {
+		t.Fatal("opened a server that is not there")
+	}
+	if got := err.Error(); !strings.Contains(got, "clickhouse: open 127.0.0.1:9") {
 		t.Errorf("error %q does not say what failed", got)
+	}
+	// A missing database is created, as the DuckDB file is on first start.
+	db := testch.Start(t)
+	name := "created_" + strings.ReplaceAll(db.Name, "-", "_")
+	s, err := clickhouse.Open(t.Context(), clickhouse.Config{Addr: db.Addr, Database: name})
+	if err != nil {
+		t.Fatalf("open a database to create: %v", err)
+	}
+	defer s.Close()
+	if n, err := s.InsertEvents(t.Context(), []telemetry.Event{ev("c1", "1", "x", time.Now())}); err != nil || n != 1 {
+		t.Fatalf("insert into the created database: %d, %v", n, err)
 	}
 }
 
