@@ -24,6 +24,7 @@ type Store interface {
 	RenewNotification(ctx context.Context, id, owner string, until time.Time) error
 	ReleaseNotifications(ctx context.Context, owner string, ids []string) error
 	CompleteNotification(ctx context.Context, id, owner string, at time.Time) error
+	CompleteNotifications(ctx context.Context, ids []string, owner string, at time.Time) ([]string, error)
 	RetryNotification(ctx context.Context, id, owner string, at, nextAt time.Time, lastErr string) error
 	FailNotification(ctx context.Context, id, owner string, at time.Time, lastErr string) error
 }
@@ -82,7 +83,7 @@ func DefaultConfig() Config {
 		BaseDelay:    time.Second,
 		MaxDelay:     5 * time.Minute,
 		GiveUpAfter:  24 * time.Hour,
-		Batch:        50,
+		Batch:        500,
 	}
 }
 
@@ -274,12 +275,40 @@ func (d *Dispatcher) work(ctx context.Context, ch store.Channel, s *channelState
 	// shutdown ends and is recorded, so it is not sent again.
 	bg := context.WithoutCancel(ctx)
 	log := d.log.With("channel", ch.Name, "channel_id", ch.ID)
+	// Deliveries are recorded together, in one transaction per run of
+	// successful sends, before anything else is recorded or the batch is
+	// left: a crash in between sends those again (receivers dedup by ID),
+	// and a fast receiver is not held to one commit per message.
+	var sent []string
+	flush := func() bool {
+		if len(sent) == 0 {
+			return true
+		}
+		done, err := d.st.CompleteNotifications(bg, sent, d.cfg.Owner, time.Now())
+		if err != nil {
+			// They were sent; if the leases run out before this is
+			// recorded, they will be sent again.
+			d.storeErrs.Inc()
+			log.Error("cannot record delivered notifications", "notifications", len(sent), "err", err)
+			return false
+		}
+		if len(done) < len(sent) {
+			log.Warn("some delivered notifications had been taken over by another dispatcher", "delivered", len(sent), "recorded", len(done))
+		}
+		sent = sent[:0]
+		return true
+	}
+	defer flush()
 	for i, n := range batch {
 		if ctx.Err() != nil {
 			d.release(bg, batch[i:])
 			return
 		}
 		if time.Until(n.LeaseUntil) < d.cfg.SendTimeout+d.cfg.SendTimeout/2 {
+			if !flush() {
+				d.release(bg, batch[i:])
+				return
+			}
 			if err := d.st.RenewNotification(bg, n.ID, d.cfg.Owner, time.Now().Add(d.cfg.Lease)); err != nil {
 				// Taken over (our lease ran out) or the store is down:
 				// either way not ours to send now.
@@ -294,15 +323,12 @@ func (d *Dispatcher) work(ctx context.Context, ch store.Channel, s *channelState
 		if err == nil {
 			s.failures = 0
 			d.delivered.WithLabelValues(ch.ID).Inc()
-			if err := d.st.CompleteNotification(bg, n.ID, d.cfg.Owner, now); err != nil {
-				// It was sent; if the lease runs out before this is
-				// recorded, it will be sent again.
-				d.storeErrs.Inc()
-				log.Error("cannot record a delivered notification", "notification", n.ID, "err", err)
-				d.release(bg, batch[i+1:])
-				return
-			}
+			sent = append(sent, n.ID)
 			continue
+		}
+		if !flush() {
+			d.release(bg, batch[i:])
+			return
 		}
 		msg := err.Error()
 		if len(msg) > maxErrorLen {

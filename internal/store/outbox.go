@@ -401,6 +401,53 @@ func (db *DB) CompleteNotification(ctx context.Context, id, owner string, at tim
 		DeliveryDelivered, 1, at, owner, "")
 }
 
+// CompleteNotifications is CompleteNotification for several notifications
+// in one transaction (a dispatcher records a run of sends at once, so a
+// fast receiver is not held to one commit per message). It returns the IDs
+// it completed; one owner no longer holds is skipped, not an error.
+func (db *DB) CompleteNotifications(ctx context.Context, ids []string, owner string, at time.Time) ([]string, error) {
+	if at.IsZero() {
+		return nil, fmt.Errorf("complete %d notifications: zero time: %w", len(ids), ErrInvalid)
+	}
+	var done []string
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		done = done[:0]
+		take, err := tx.PrepareContext(ctx, db.rb("DELETE FROM outbox WHERE id = ? AND lease_owner = ? AND status = ? RETURNING channel_id, kind, attempts, created_at, last_error"))
+		if err != nil {
+			return err
+		}
+		defer take.Close()
+		put, err := tx.PrepareContext(ctx, db.rb(`INSERT INTO deliveries (`+deliveryColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+				finished_at = excluded.finished_at, finished_by = excluded.finished_by, last_error = excluded.last_error`))
+		if err != nil {
+			return err
+		}
+		defer put.Close()
+		for _, id := range ids {
+			var ch, kind, lastErr string
+			var attempts int
+			var created sql.NullInt64
+			err := take.QueryRowContext(ctx, id, owner, NotificationPending).Scan(&ch, &kind, &attempts, &created, &lastErr)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := put.ExecContext(ctx, id, ch, kind, DeliveryDelivered, attempts+1, created, micros(at), owner, lastErr); err != nil {
+				return err
+			}
+			done = append(done, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, db.fail(fmt.Sprintf("complete %d notifications", len(ids)), err)
+	}
+	return done, nil
+}
+
 // RetryNotification records owner's failed attempt at a (at, lastErr) and
 // schedules the next one at nextAt; the lease is released. ErrConflict if
 // owner no longer holds it.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -752,5 +753,34 @@ func testClaimRace(t *testing.T, db *store.DB) {
 	}
 	if len(channelOf) != channels {
 		t.Errorf("%d channels claimed, want all %d", len(channelOf), channels)
+	}
+}
+
+// testCompleteNotifications: a run of deliveries is recorded in one call;
+// one the caller does not hold is skipped, not recorded.
+func testCompleteNotifications(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	createChannel(t, db, "ch1", "one")
+	enqueue(t, db, note("a1", "ch1", base), note("a2", "ch1", base.Add(time.Second)), note("a3", "ch1", base.Add(2*time.Second)))
+	t1 := base.Add(time.Minute)
+	// d1 holds a1 and a2, not a3.
+	diff(t, "claim", claim(t, db, "d1", t1, 2), []string{"a1", "a2"})
+	done, err := db.CompleteNotifications(ctx, []string{"a1", "a2", "a3", "missing"}, "d1", t1.Add(time.Second))
+	checkErr(t, "CompleteNotifications", err, nil)
+	diff(t, "completed", done, []string{"a1", "a2"})
+	for _, id := range []string{"a1", "a2"} {
+		_, err := db.GetNotification(ctx, id)
+		checkErr(t, "GetNotification of a delivered one", err, store.ErrNotFound)
+	}
+	if _, err := db.GetNotification(ctx, "a3"); err != nil {
+		t.Errorf("a3, not held by d1, left the outbox: %v", err)
+	}
+	ds, err := db.ListDeliveries(ctx, store.DeliveryFilter{Status: store.DeliveryDelivered})
+	checkErr(t, "ListDeliveries", err, nil)
+	if len(ds) != 2 || ds[0].FinishedBy != "d1" || ds[0].Attempts != 1 {
+		t.Errorf("deliveries %+v, want a1 and a2 by d1 after one attempt", ds)
+	}
+	if _, err := db.CompleteNotifications(ctx, []string{"a3"}, "d2", time.Time{}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("CompleteNotifications without a time: %v, want ErrInvalid", err)
 	}
 }

@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"EnqueueNotifications", testEnqueueNotifications},
 		{"ClaimNotifications", testClaimNotifications},
 		{"NotificationLifecycle", testNotificationLifecycle},
+		{"CompleteNotifications", testCompleteNotifications},
 		{"ClaimRace", testClaimRace},
 		{"InvalidArguments", testInvalidArguments},
 		{"Events", testEvents},
