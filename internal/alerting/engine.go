@@ -122,6 +122,12 @@ func (en *Engine) SetRules(rules []store.AlertRule) {
 type fire struct {
 	alert    store.Alert
 	suppress time.Duration
+	// rule, key and trigger say what to undo if the raise fails (nil rule
+	// for built-ins): the quiet period, and the count of the event that
+	// completed the burst, so the resent batch raises it.
+	rule    *compiled
+	key     string
+	trigger telemetry.Event
 }
 
 // ObserveEvents counts events against the rules and raises the alerts whose
@@ -153,6 +159,16 @@ func (en *Engine) ObserveEvents(ctx context.Context, evs []telemetry.Event) erro
 	for _, f := range fires {
 		a, raised, err := en.raiser.Raise(ctx, f.alert, f.suppress)
 		if err != nil {
+			// The batch fails and the agent resends it: that copy must be
+			// able to raise the alert, so the quiet period did not start.
+			if f.rule != nil {
+				en.mu.Lock()
+				delete(f.rule.quiet, f.key)
+				if g := f.rule.groups[f.key]; g != nil {
+					g.forget(f.trigger.ComputerID, f.trigger.ID)
+				}
+				en.mu.Unlock()
+			}
 			errs = append(errs, fmt.Errorf("raise %s alert: %w", f.alert.Type, err))
 			continue
 		}
@@ -197,7 +213,7 @@ func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
 		c.groups[key] = g
 	}
 	w := time.Duration(c.def.Window)
-	fired, burstComputer := g.add(e.Time, e.ComputerID, c.def.Threshold, w)
+	fired, burstComputer := g.add(e.Time, e.ComputerID, e.ID, c.def.Threshold, w)
 	if !fired {
 		return fire{}, false
 	}
@@ -228,7 +244,7 @@ func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
 	return fire{alert: store.Alert{
 		ID: NewID(), Type: RuleAlertPrefix + c.rule.ID, Severity: c.rule.Severity, ComputerID: computer, Subject: subject,
 		RuleID: c.rule.ID, Message: msg, RaisedAt: now, Data: mustJSON(data),
-	}, suppress: suppress}, true
+	}, suppress: suppress, rule: c, key: key, trigger: e.Event}, true
 }
 
 // forgetStalest drops the tenth of groups seen least recently.

@@ -32,7 +32,7 @@ func FuzzParseDefinition(f *testing.F) {
 		if d2.Filter.match(e) {
 			if _, _, _, ok := d2.group(e); ok {
 				var g window
-				g.add(e.Time, e.ComputerID, d2.Threshold, time.Duration(d2.Window))
+				g.add(e.Time, e.ComputerID, e.ID, d2.Threshold, time.Duration(d2.Window))
 			}
 		}
 	})

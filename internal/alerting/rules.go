@@ -209,8 +209,10 @@ func (d Definition) group(e event) (key, subject, computer string, ok bool) {
 // events that includes it spans at most the window.
 type window struct {
 	times    []time.Time
-	comps    []string  // the computer of each time
-	lastSeen time.Time // newest event time seen, for forgetting idle groups
+	comps    []string        // the computer of each time
+	ids      []string        // and its event's computer/ID …
+	held     map[string]bool // … as a set: a resent event counts once
+	lastSeen time.Time       // newest event time seen, for forgetting idle groups
 	computer string
 	// late counts events older than a window before lastSeen: an agent back
 	// after days offline sends its backlog oldest first, so a burst in the
@@ -222,16 +224,27 @@ type window struct {
 // add records an event of computer comp at t and reports whether it
 // completes a burst, and the computer all of the burst's events came from
 // ("" when several).
-func (g *window) add(t time.Time, comp string, threshold int, w time.Duration) (bool, string) {
+func (g *window) add(t time.Time, comp, id string, threshold int, w time.Duration) (bool, string) {
 	if !g.isLate && !g.lastSeen.IsZero() && t.Before(g.lastSeen.Add(-w)) {
 		if g.late == nil {
 			g.late = &window{isLate: true}
 		}
-		return g.late.add(t, comp, threshold, w)
+		return g.late.add(t, comp, id, threshold, w)
 	}
+	// An agent resends a batch whose acknowledgement it lost (or that
+	// failed with others in a group commit): its events count once.
+	key := comp + "/" + id
+	if g.held[key] {
+		return false, ""
+	}
+	if g.held == nil {
+		g.held = map[string]bool{}
+	}
+	g.held[key] = true
 	i, _ := slices.BinarySearchFunc(g.times, t, func(a, b time.Time) int { return a.Compare(b) })
 	g.times = slices.Insert(g.times, i, t)
 	g.comps = slices.Insert(g.comps, i, comp)
+	g.ids = slices.Insert(g.ids, i, key)
 	if t.After(g.lastSeen) {
 		g.lastSeen = t
 	}
@@ -258,8 +271,30 @@ func (g *window) add(t time.Time, comp string, threshold int, w time.Duration) (
 	}
 	k = max(k, len(g.times)-threshold)
 	if k > 0 {
+		for _, old := range g.ids[:k] {
+			delete(g.held, old)
+		}
 		g.times = slices.Delete(g.times, 0, k)
 		g.comps = slices.Delete(g.comps, 0, k)
+		g.ids = slices.Delete(g.ids, 0, k)
 	}
 	return fired, common
+}
+
+// forget removes an event counted earlier (its alert could not be stored:
+// the resent batch must be able to complete the burst again).
+func (g *window) forget(comp, id string) {
+	key := comp + "/" + id
+	if g.late != nil {
+		g.late.forget(comp, id)
+	}
+	if !g.held[key] {
+		return
+	}
+	delete(g.held, key)
+	if i := slices.Index(g.ids, key); i >= 0 {
+		g.times = slices.Delete(g.times, i, i+1)
+		g.comps = slices.Delete(g.comps, i, i+1)
+		g.ids = slices.Delete(g.ids, i, i+1)
+	}
 }

@@ -65,7 +65,7 @@ func TestWindow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var g window
 			for i, s := range tt.times {
-				if got, _ := g.add(at(s), "c1", 3, time.Minute); got != tt.want[i] {
+				if got, _ := g.add(at(s), "c1", fmt.Sprint(i), 3, time.Minute); got != tt.want[i] {
 					t.Fatalf("event %d (t+%ds): fired %v, want %v (times %v)", i, s, got, tt.want[i], g.times)
 				}
 			}
@@ -203,5 +203,44 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// failOnce fails its first raise, as a busy store would.
+type failOnce struct {
+	fakeRaiser
+	failed bool
+}
+
+func (f *failOnce) Raise(ctx context.Context, a store.Alert, s time.Duration) (store.Alert, bool, error) {
+	if !f.failed {
+		f.failed = true
+		return store.Alert{}, false, fmt.Errorf("database is locked")
+	}
+	return f.fakeRaiser.Raise(ctx, a, s)
+}
+
+// TestEngineResends: a batch resent after a failed raise raises the alert
+// (the quiet period had not started), and resent events count once.
+func TestEngineResends(t *testing.T) {
+	r := &failOnce{}
+	en := NewEngine(r, func(string) string { return "" }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	en.SetRules([]store.AlertRule{{ID: "r1", Name: "three", Enabled: true, Severity: "warning", Version: 1,
+		Definition: `{"filter":{"types":["firewall"]},"group_by":"data.src","threshold":3,"window":"1m","suppress":"1h"}`}})
+	seq := 0
+	batch := denies("203.0.113.5", 3, time.Now(), time.Second, &seq)
+	if err := en.ObserveEvents(t.Context(), batch); err == nil {
+		t.Fatal("the failed raise was not reported")
+	}
+	must(t, en.ObserveEvents(t.Context(), batch))
+	if len(r.alerts) != 1 {
+		t.Fatalf("after the resend: %d alerts, want 1", len(r.alerts))
+	}
+	// Two events, sent twice: still below the threshold of three.
+	two := denies("198.51.100.1", 2, time.Now(), time.Second, &seq)
+	must(t, en.ObserveEvents(t.Context(), two))
+	must(t, en.ObserveEvents(t.Context(), two))
+	if len(r.alerts) != 1 {
+		t.Fatalf("resent events counted twice: %+v", r.alerts)
 	}
 }

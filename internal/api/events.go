@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/yagura/yagura/internal/telemetry"
 )
@@ -241,12 +242,19 @@ func (a *API) registerEvents() {
 
 // exportEvents writes q's events as they come from the store. Once the
 // first byte is out the status cannot change, so a failure midway is logged
-// and ends the body early; the CSV's last line then lacks its newline, and
-// JSON lines end with an {"error": …} object, so a truncated export is
-// recognisable.
+// and the response is aborted (the client sees the body cut off, not a
+// clean end); JSON lines first get an {"error": …} object.
 func (a *API) exportEvents(ctx context.Context, hctx huma.Context, q telemetry.EventQuery, format string) {
 	w := hctx.BodyWriter()
 	flusher, _ := w.(http.Flusher)
+	// An export may stream for longer than the server's write timeout,
+	// which is meant for ordinary answers: each chunk extends it.
+	extend := func() {}
+	if _, rw := unwrapHTTP(hctx); rw != nil {
+		rc := http.NewResponseController(rw)
+		extend = func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Minute)) }
+	}
+	extend()
 	var cw *csv.Writer
 	if format == "json" {
 		hctx.SetHeader("Content-Type", "application/x-ndjson")
@@ -271,9 +279,13 @@ func (a *API) exportEvents(ctx context.Context, hctx huma.Context, q telemetry.E
 				if flusher != nil {
 					flusher.Flush()
 				}
+				extend()
 				return cw.Error()
 			}
 			return nil
+		}
+		if n%1000 == 0 {
+			extend()
 		}
 		return enc.Encode(eventOut(e))
 	})
@@ -285,5 +297,19 @@ func (a *API) exportEvents(ctx context.Context, hctx huma.Context, q telemetry.E
 		if cw == nil {
 			_ = enc.Encode(map[string]string{"error": "export stopped after " + fmt.Sprint(n) + " events: the telemetry store failed"})
 		}
+		// End the response without its final chunk, so no client can take
+		// a cut-off export for a whole one.
+		panic(http.ErrAbortHandler)
 	}
+}
+
+// unwrapHTTP returns the net/http request and writer under a huma context
+// (nil ones under another adapter).
+func unwrapHTTP(hctx huma.Context) (r *http.Request, w http.ResponseWriter) {
+	defer func() {
+		if recover() != nil {
+			r, w = nil, nil
+		}
+	}()
+	return humago.Unwrap(hctx)
 }

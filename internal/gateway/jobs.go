@@ -66,8 +66,9 @@ func (g *Gateway) jobStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.sink != nil && store.JobFinal(tg.Status) {
 		// A system event per finished job, searchable with the rest. Its
-		// ID is the job's, so a repeated report is stored once. The job
-		// itself is already recorded: a failure here is only logged.
+		// ID is the job's, so a repeated report is stored once; if it
+		// cannot be stored the agent is told to report again (a repeated
+		// final report changes nothing else).
 		data, _ := json.Marshal(map[string]string{"job_id": st.JobID, "status": tg.Status, "file_id": tg.FileID})
 		sev := "info"
 		if tg.Status != store.JobSucceeded {
@@ -79,7 +80,12 @@ func (g *Gateway) jobStatus(w http.ResponseWriter, r *http.Request) {
 			ev.Time = ev.ReceivedAt
 		}
 		if err := g.sink.Write(r.Context(), []telemetry.Event{ev}); err != nil {
-			g.log.Warn("record job event", "job", st.JobID, "computer", id, "err", err)
+			if errors.Is(err, telemetry.ErrStopped) {
+				g.problem(w, http.StatusServiceUnavailable, proto.CodeUnavailable, "manager is stopping; report the job again")
+				return
+			}
+			g.internal(w, "record job event", err)
+			return
 		}
 	}
 	reply(w, struct {

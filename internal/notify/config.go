@@ -630,6 +630,8 @@ func (c Config) Redacted() Config {
 	if w := out.Webhook; w != nil {
 		w.SecretSet = w.Secret != ""
 		w.Secret = ""
+		// The path or query of a chat service's webhook is its credential.
+		w.URL = RedactURL(w.URL)
 		for k := range w.Headers {
 			if sensitiveHeader(k) {
 				w.Headers[k] = ""
@@ -647,6 +649,8 @@ func (c Config) Redacted() Config {
 //     could otherwise collect it with a server of their own);
 //   - the webhook secret (it never leaves the manager, so a new URL cannot
 //     collect it);
+//   - the webhook URL, when the update holds its redacted form (scheme and
+//     host, path and query hidden);
 //   - credential-like webhook header values given as "", when the URL's
 //     scheme, host and port are unchanged (same reason as for SMTP).
 //
@@ -665,6 +669,10 @@ func (c Config) WithSecretsFrom(old Config) Config {
 		if o := old.Webhook; o != nil {
 			if w.Secret == "" {
 				w.Secret = o.Secret
+			}
+			// The redacted URL sent back unchanged keeps the stored one.
+			if w.URL == RedactURL(o.URL) {
+				w.URL = o.URL
 			}
 			if sameOrigin(w.URL, o.URL) {
 				for k, v := range w.Headers {

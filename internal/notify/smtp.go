@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/mail"
-	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,7 +99,10 @@ func (s *smtpSender) Send(ctx context.Context, m Message) error {
 	}
 	conn, err := client.DialToSMTPClientWithContext(ctx)
 	if err != nil {
-		return s.fail(connectOp(err), err, isAuthErr(err) && !isTempSMTP(err))
+		// Nothing about opening the session is final: a refused password
+		// may be a rotation in progress. The channel backs off and keeps
+		// its backlog (an administrator sees the failing attempts).
+		return s.fail(connectOp(err), err, false)
 	}
 	defer client.CloseWithSMTPClient(conn)
 	if err := client.SendWithSMTPClient(conn, msg); err != nil {
@@ -132,11 +134,6 @@ func isAuthErr(err error) bool {
 	return strings.Contains(err.Error(), "SMTP AUTH") ||
 		errors.Is(err, gomail.ErrNoSupportedAuthDiscovered) ||
 		strings.Contains(err.Error(), "does not support SMTP AUTH")
-}
-
-func isTempSMTP(err error) bool {
-	var te *textproto.Error
-	return errors.As(err, &te) && te.Code >= 400 && te.Code < 500
 }
 
 // compose builds the mail: UTF-8, a base64 body, the subject RFC 2047

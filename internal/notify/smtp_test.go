@@ -218,8 +218,8 @@ func TestSMTPErrors(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), "smtp "+srv.Addr+": auth: ") || !strings.Contains(err.Error(), "535") {
 			t.Errorf("error %q, want \"smtp %s: auth: ... 535 ...\"", err, srv.Addr)
 		}
-		if !IsPermanent(err) {
-			t.Error("a rejected password should be permanent")
+		if IsPermanent(err) {
+			t.Error("a rejected password is final: it may be a rotation in progress, the channel should back off")
 		}
 		if strings.Contains(err.Error(), "wrong") {
 			t.Error("the error shows the password")

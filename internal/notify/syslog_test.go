@@ -199,7 +199,7 @@ func TestSyslogReconnect(t *testing.T) {
 
 	l2, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s again: %v", addr, err)
+		t.Fatalf("cannot listen on %s again: %v", addr, err)
 	}
 	srv2 := startSyslogServer(t, l2, 0)
 	for _, id := range []string{"back1", "back2"} {

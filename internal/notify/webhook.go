@@ -45,11 +45,7 @@ func newWebhook(c WebhookConfig, o options) (*webhookSender, error) {
 	if err != nil {
 		return nil, &FieldError{Field: "webhook.ca_pem", Msg: err.Error()}
 	}
-	logURL := *u
-	if logURL.RawQuery != "" {
-		logURL.RawQuery = "…"
-	}
-	s := &webhookSender{cfg: c, o: o, url: c.URL, logAddr: logURL.String()}
+	s := &webhookSender{cfg: c, o: o, url: c.URL, logAddr: RedactURL(c.URL)}
 	s.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
@@ -123,11 +119,16 @@ func (s *webhookSender) Send(ctx context.Context, m Message) error {
 	if b := shorten(string(snippet), 200); b != "" {
 		msg += ": " + b
 	}
-	// 4xx means this request will never be accepted, except a timeout, a
-	// conflict or rate limiting.
-	permanent := resp.StatusCode >= 400 && resp.StatusCode < 500 &&
-		resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusConflict &&
-		resp.StatusCode != http.StatusTooManyRequests
+	// Only answers about the message itself are final: it is malformed,
+	// too large or of the wrong type, and retrying cannot help. Anything
+	// about the receiver — not authorised, not found, gone, timeouts, rate
+	// limits — may be a deploy or a token rotation: the channel backs off
+	// and keeps the backlog, rather than failing everything in seconds.
+	permanent := false
+	switch resp.StatusCode {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
+		permanent = true
+	}
 	return s.fail("POST", errors.New(msg), permanent)
 }
 
@@ -203,4 +204,19 @@ func VerifyWebhook(secret []byte, h http.Header, body []byte, now time.Time, tol
 		return fmt.Errorf("%w: signed %v ago, tolerance %v", ErrStaleTimestamp, d.Round(time.Second), tolerance)
 	}
 	return nil
+}
+
+// RedactURL is a webhook URL fit for logs, errors and the API: scheme, host
+// and port only. Chat services (Slack, Teams, Discord) put the credential in
+// the path, others in the query.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(invalid URL)"
+	}
+	out := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		out += "/…"
+	}
+	return out
 }

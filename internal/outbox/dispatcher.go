@@ -324,6 +324,12 @@ func (d *Dispatcher) work(ctx context.Context, ch store.Channel, s *channelState
 			s.failures = 0
 			d.delivered.WithLabelValues(ch.ID).Inc()
 			sent = append(sent, n.ID)
+			// Recorded every 50 at the latest: a crash resends at most
+			// that many (mail and syslog receivers do not dedup by ID).
+			if len(sent) >= 50 && !flush() {
+				d.release(bg, batch[i+1:])
+				return
+			}
 			continue
 		}
 		if !flush() {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Version is the newest message version this build speaks.
@@ -496,8 +497,8 @@ func (b *EventBatch) Validate() error {
 // Validate checks one event.
 func (e *Event) Validate() error {
 	switch {
-	case e.ID == "" || len(e.ID) > 64:
-		return errors.New("id: must be 1 to 64 bytes")
+	case e.ID == "" || len(e.ID) > 64 || !utf8.ValidString(e.ID):
+		return errors.New("id: must be 1 to 64 bytes of UTF-8")
 	case !validName(e.Type):
 		return fmt.Errorf("type: %.70q must be 1 to 64 of a-z, 0-9, '-', '_', '.'", e.Type)
 	case !severities[e.Severity]:
@@ -510,6 +511,11 @@ func (e *Event) Validate() error {
 	if len(e.Data) > 0 {
 		if t := bytes.TrimSpace(e.Data); len(t) == 0 || t[0] != '{' {
 			return errors.New("data: must be a JSON object")
+		}
+		// encoding/json keeps a RawMessage's bytes as they came; the stores
+		// hold text.
+		if !utf8.Valid(e.Data) {
+			return errors.New("data: must be valid UTF-8")
 		}
 	}
 	return nil

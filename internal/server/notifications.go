@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/yagura/yagura/internal/alerting"
 	"github.com/yagura/yagura/internal/notify"
@@ -27,8 +29,9 @@ type notifications struct {
 	log        *slog.Logger
 	// syncEvery reloads rules and channels changed through other nodes.
 	syncEvery time.Duration
-	// keepDeliveries is how long the delivery history is kept.
+	// keepDeliveries is how long the delivery history is kept (0: forever).
 	keepDeliveries time.Duration
+	reloadMu       sync.Mutex
 	// version is the manager's, for CEF's Device Version and the
 	// User-Agent of mail and webhooks.
 	version string
@@ -57,6 +60,10 @@ func (n *notifications) Match(source, typ, severity string) []store.Channel {
 }
 
 func (n *notifications) reload(ctx context.Context) error {
+	// An edit's reload and the periodic one must not interleave, or the
+	// older view of the channels could be stored last.
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
 	rules, err := n.db.ListAlertRules(ctx)
 	if err != nil {
 		return fmt.Errorf("load alert rules: %w", err)
@@ -154,12 +161,15 @@ func (n *notifications) failed(ctx context.Context, ch store.Channel, note store
 	}
 }
 
-// run delivers, evaluates and keeps rules and channels in step with other
-// nodes until ctx ends.
-func (n *notifications) run(ctx context.Context) error {
-	go func() { _ = n.engine.Run(ctx) }()
-	go func() {
-		// The delivery history is kept as long as events are.
+// start runs, in g, the dispatcher, the rule engine's sweeps, the delivery
+// history's pruning and the reload of rules and channels changed through
+// other nodes, until ctx ends.
+func (n *notifications) start(g *errgroup.Group, ctx context.Context) {
+	g.Go(func() error { return n.engine.Run(ctx) })
+	g.Go(func() error {
+		if n.keepDeliveries == 0 {
+			return nil // kept as long as events: forever
+		}
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
@@ -168,24 +178,24 @@ func (n *notifications) run(ctx context.Context) error {
 			}
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-t.C:
 			}
 		}
-	}()
-	go func() {
+	})
+	g.Go(func() error {
 		t := time.NewTicker(n.syncEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-t.C:
 				if err := n.reload(ctx); err != nil && ctx.Err() == nil {
 					n.log.Error("reload alert rules and channels", "err", err)
 				}
 			}
 		}
-	}()
-	return n.dispatcher.Run(ctx)
+	})
+	g.Go(func() error { return n.dispatcher.Run(ctx) })
 }

@@ -149,7 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return fl.Hostname(id)
 	}
-	notes, err := newNotifications(ctx, s.cfg.Notifications, max(s.cfg.Telemetry.MaxAge, 7*24*time.Hour), db, hostname, s.opts.Version, s.log.With("component", "notifications"), reg)
+	notes, err := newNotifications(ctx, s.cfg.Notifications, keepDeliveries(s.cfg.Telemetry.MaxAge), db, hostname, s.opts.Version, s.log.With("component", "notifications"), reg)
 	if err != nil {
 		return err
 	}
@@ -265,7 +265,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return ro.Run(fctx) })
 	g.Go(func() error { return dialer.Run(fctx) })
 	g.Go(func() error { return events.Run(fctx) })
-	g.Go(func() error { return notes.run(fctx) })
+	notes.start(g, fctx)
 	g.Go(func() error { return retain(fctx, ts, s.cfg.Telemetry, s.log.With("component", "telemetry")) })
 	g.Go(func() error {
 		// Connections the manager opens to agents (bidirectional and
@@ -311,6 +311,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("manager stopped")
 	return nil
+}
+
+// keepDeliveries is how long the delivery history is kept: as long as
+// events, at least a week; forever when events are (0). A notification's
+// ID is checked against it, so a resend of something older notifies again.
+func keepDeliveries(eventsMaxAge time.Duration) time.Duration {
+	if eventsMaxAge == 0 {
+		return 0
+	}
+	return max(eventsMaxAge, 7*24*time.Hour)
 }
 
 // alertingStore is the state store with alerts raised through the

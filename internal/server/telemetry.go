@@ -72,8 +72,8 @@ func (c TelemetryConfig) validate() []error {
 	if c.RetainEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("telemetry.retain_every %s: at least 1m", c.RetainEvery))
 	}
-	if c.BatchEvents < 100 {
-		errs = append(errs, fmt.Errorf("telemetry.batch_events %d: at least 100", c.BatchEvents))
+	if c.BatchEvents < 100 || c.BatchEvents > 100_000 {
+		errs = append(errs, fmt.Errorf("telemetry.batch_events %d: between 100 and 100000", c.BatchEvents))
 	}
 	return errs
 }

@@ -118,6 +118,15 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 		}
 		err := w.flush(context.WithoutCancel(ctx), group, n)
+		if err != nil && len(group) > 1 {
+			// One sender's bad batch must not fail everyone's: try each on
+			// its own, so only the bad one is refused (the store keeps one
+			// copy of whatever the group insert had already stored).
+			for _, p := range group {
+				p.err <- w.flush(context.WithoutCancel(ctx), []*pending{p}, len(p.evs))
+			}
+			continue
+		}
 		for _, p := range group {
 			p.err <- err
 		}

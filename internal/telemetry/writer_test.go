@@ -21,6 +21,9 @@ type memStore struct {
 	held    map[string]bool
 	inserts int
 	fail    error
+	// refuse fails any insert holding an event of this ID, as a store
+	// refuses a row it cannot hold.
+	refuse string
 }
 
 func (m *memStore) InsertEvents(_ context.Context, evs []telemetry.Event) (int, error) {
@@ -28,6 +31,11 @@ func (m *memStore) InsertEvents(_ context.Context, evs []telemetry.Event) (int, 
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return 0, m.fail
+	}
+	for _, e := range evs {
+		if m.refuse != "" && e.ID == m.refuse {
+			return 0, errors.New("refused")
+		}
 	}
 	m.inserts++
 	n := 0
@@ -119,5 +127,35 @@ func TestWriterReportsFailures(t *testing.T) {
 	w := telemetry.NewWriter(&memStore{held: map[string]bool{}}, 100, quiet())
 	if err := w.Write(t.Context(), []telemetry.Event{{ComputerID: "c", Type: "t", Time: time.Now()}}); !errors.Is(err, telemetry.ErrInvalid) {
 		t.Fatalf("invalid event: %v, want ErrInvalid", err)
+	}
+}
+
+// TestWriterIsolatesABadBatch: a batch the store refuses fails alone; the
+// others grouped with it are stored and acknowledged.
+func TestWriterIsolatesABadBatch(t *testing.T) {
+	st := &memStore{held: map[string]bool{}, refuse: "bad"}
+	w := telemetry.NewWriter(st, 20_000, quiet())
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go w.Run(ctx)
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			id := fmt.Sprint("ok-", i)
+			if i == 7 {
+				id = "bad"
+			}
+			errs[i] = w.Write(t.Context(), []telemetry.Event{{ComputerID: fmt.Sprint("c", i), ID: id, Type: "t", Time: time.Now()}})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i == 7) {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	if len(st.held) != 19 {
+		t.Fatalf("stored %d events, want the 19 good ones", len(st.held))
 	}
 }

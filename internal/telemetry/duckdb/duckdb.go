@@ -177,6 +177,10 @@ func (s *Store) insert(ctx context.Context, events []telemetry.Event) (int, erro
 	inserted := 0
 	for d, evs := range fresh {
 		if err := s.appendDay(d, evs); err != nil {
+			// The appender may have committed part of the batch (it
+			// flushes on its own every few hundred thousand rows): forget
+			// the newest time, so the resend is checked against the table.
+			delete(s.maxTime, d)
 			return inserted, err
 		}
 		inserted += len(evs)
