@@ -435,6 +435,9 @@ func (s *Store) ScanEvents(ctx context.Context, q telemetry.EventQuery, fn func(
 		return fmt.Errorf("clickhouse: scan events: %w", err)
 	}
 	w, args := where(q, true)
+	if q.Limit == 0 {
+		return s.scanByDay(ctx, w, args, fn)
+	}
 	if q.Limit > 0 {
 		// 18.16 sorts by reading every column of every matching row,
 		// whatever the limit (later versions read in key order): a page of
@@ -450,11 +453,42 @@ func (s *Store) ScanEvents(ctx context.Context, q telemetry.EventQuery, fn func(
 		}
 		w, args = and(w, args, "day >= ? AND time_us >= ?", dayOf(time.UnixMicro(from)), from)
 	}
-	query := "SELECT " + selectColumns + " FROM events" + w + " ORDER BY time_us DESC, computer_id, id"
-	if q.Limit > 0 {
-		query += " LIMIT ?"
-		args = append(args, q.Limit)
+	query := "SELECT " + selectColumns + " FROM events" + w + " ORDER BY time_us DESC, computer_id, id LIMIT ?"
+	return s.stream(ctx, query, append(args, q.Limit), fn)
+}
+
+// scanByDay streams everything w selects a day at a time, newest day
+// first: the server sorts one day's events at a time, never the whole range
+// (an export of a month).
+func (s *Store) scanByDay(ctx context.Context, w string, args []any, fn func(telemetry.Event) error) error {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT day FROM events"+w+" ORDER BY day DESC", args...)
+	if err != nil {
+		return fmt.Errorf("clickhouse: scan events: days: %w", err)
 	}
+	var days []uint32
+	for rows.Next() {
+		var d uint32
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return fmt.Errorf("clickhouse: scan events: days: %w", err)
+		}
+		days = append(days, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse: scan events: days: %w", err)
+	}
+	for _, d := range days {
+		dw, dargs := and(w, slices.Clone(args), "day = ?", d)
+		if err := s.stream(ctx, "SELECT "+selectColumns+" FROM events"+dw+" ORDER BY time_us DESC, computer_id, id", dargs, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stream runs query and hands each event to fn.
+func (s *Store) stream(ctx context.Context, query string, args []any, fn func(telemetry.Event) error) error {
 	// Closing rows reads the rest of the result; cancelling first makes
 	// the server stop sending it when fn stops the scan early.
 	ctx, cancel := context.WithCancel(ctx)

@@ -393,7 +393,9 @@ func where(q telemetry.EventQuery, withCursor bool) (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// ScanEvents streams matching events, newest first.
+// ScanEvents streams matching events, newest first, a day's table at a
+// time from the newest: a page reads only the days it needs, and an export
+// of a month never sorts more than a day.
 func (s *Store) ScanEvents(ctx context.Context, q telemetry.EventQuery, fn func(telemetry.Event) error) error {
 	if err := q.Validate(); err != nil {
 		return fmt.Errorf("duckdb: scan events: %w", err)
@@ -401,35 +403,56 @@ func (s *Store) ScanEvents(ctx context.Context, q telemetry.EventQuery, fn func(
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("duckdb: scan events: %w", err)
 	}
-	from := s.from(q)
-	if from == "" {
-		return nil
+	tables := s.tables(q.Since, q.Until)
+	if q.After != nil {
+		// Days after the cursor's hold nothing the page wants.
+		last := "events_" + dayOf(q.After.Time)
+		tables = slices.DeleteFunc(tables, func(t string) bool { return t > last })
 	}
-	w, args := where(q, true)
-	query := "SELECT " + columns + " FROM " + from + w + " ORDER BY time DESC, computer_id, id"
-	if q.Limit > 0 {
-		query += " LIMIT ?"
-		args = append(args, q.Limit)
+	w, wargs := where(q, true)
+	left := q.Limit
+	for i := len(tables) - 1; i >= 0; i-- {
+		query := "SELECT " + columns + " FROM " + tables[i] + w + " ORDER BY time DESC, computer_id, id"
+		args := slices.Clone(wargs)
+		if q.Limit > 0 {
+			query += " LIMIT ?"
+			args = append(args, left)
+		}
+		n, err := s.scanTable(ctx, query, args, fn)
+		if err != nil {
+			return err
+		}
+		if q.Limit > 0 {
+			if left -= n; left <= 0 {
+				return nil
+			}
+		}
 	}
+	return nil
+}
+
+func (s *Store) scanTable(ctx context.Context, query string, args []any, fn func(telemetry.Event) error) (int, error) {
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("duckdb: scan events: %w", err)
+		return 0, fmt.Errorf("duckdb: scan events: %w", err)
 	}
 	defer rows.Close()
+	n := 0
 	for rows.Next() {
 		var e telemetry.Event
 		if err := rows.Scan(&e.ComputerID, &e.ID, &e.Type, &e.Severity, &e.Time, &e.ReceivedAt, &e.Data); err != nil {
-			return fmt.Errorf("duckdb: scan events: %w", err)
+			return n, fmt.Errorf("duckdb: scan events: %w", err)
 		}
 		e.Time, e.ReceivedAt = e.Time.UTC(), e.ReceivedAt.UTC()
+		n++
 		if err := fn(e); err != nil {
-			return err
+			return n, err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("duckdb: scan events: %w", err)
+		return n, fmt.Errorf("duckdb: scan events: %w", err)
 	}
-	return nil
+	return n, nil
 }
 
 // CountEvents counts matching events.

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) telemetry.Store) {
 		{"RoundTrip", testRoundTrip},
 		{"Filters", testFilters},
 		{"OrderAndPaging", testOrderAndPaging},
+		{"PagingAcrossDays", testPagingAcrossDays},
 		{"ScanStopsOnError", testScanStopsOnError},
 		{"TopEventTypes", testTopEventTypes},
 		{"RetainByAge", testRetainByAge},
@@ -436,6 +437,41 @@ func testQueryValidation(t *testing.T, s telemetry.Store) {
 		err := s.ScanEvents(t.Context(), q, func(telemetry.Event) error { return nil })
 		if !errors.Is(err, telemetry.ErrInvalid) {
 			t.Fatalf("scan %+v: %v, want ErrInvalid", q, err)
+		}
+	}
+}
+
+// testPagingAcrossDays: pages and a full scan run newest first across day
+// boundaries (backends may store each day apart).
+func testPagingAcrossDays(t *testing.T, s telemetry.Store) {
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	var want []string
+	for d := range 5 {
+		for i := range 4 {
+			// Newest first: the latest day first, and within a day the
+			// latest event (23:59:5x) first.
+			at := day.Add(-time.Duration(d) * 24 * time.Hour).Add(-time.Duration(i+1) * time.Second)
+			e := ev("c1", fmt.Sprintf("d%d-%d", d, i), "firewall", "info", at, "")
+			insert(t, s, e)
+			want = append(want, "c1/"+e.ID)
+		}
+	}
+	if d := cmp.Diff(want, ids(list(t, s, telemetry.EventQuery{}))); d != "" {
+		t.Fatalf("full scan (-want +got):\n%s", d)
+	}
+	for _, size := range []int{1, 3, 4, 7} {
+		var got []telemetry.Event
+		q := telemetry.EventQuery{Limit: size}
+		for range 30 {
+			page := list(t, s, q)
+			got = append(got, page...)
+			if len(page) < size {
+				break
+			}
+			q.After = telemetry.CursorOf(page[len(page)-1])
+		}
+		if d := cmp.Diff(want, ids(got)); d != "" {
+			t.Fatalf("pages of %d (-want +got):\n%s", size, d)
 		}
 	}
 }
