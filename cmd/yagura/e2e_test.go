@@ -27,6 +27,7 @@ import (
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/pki"
 	"github.com/yagura/yagura/internal/proto"
+	"github.com/yagura/yagura/internal/testdaemon"
 )
 
 var (
@@ -65,22 +66,7 @@ func yaguraBin(t *testing.T) string {
 }
 
 // syncBuffer collects a process's output for assertions and failure logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testdaemon.SyncBuffer
 
 type proc struct {
 	name string

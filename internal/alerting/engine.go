@@ -37,19 +37,19 @@ const (
 // for its computer.
 type builtin struct {
 	eventType, alertType, severity string
-	message                        func(hostname string, e event) string
+	message                        func(hostname string, e *event) string
 }
 
 var builtins = []builtin{
-	{"events-dropped", AlertEventsDropped, store.SeverityWarning, func(h string, e event) string {
+	{"events-dropped", AlertEventsDropped, store.SeverityWarning, func(h string, e *event) string {
 		n, _ := e.field("dropped")
 		return fmt.Sprintf("The agent on %s dropped %s events: its queue was full while the manager was out of reach", h, orUnknown(n))
 	}},
-	{"policy-failed", AlertPolicyFailed, "error", func(h string, e event) string {
+	{"policy-failed", AlertPolicyFailed, "error", func(h string, e *event) string {
 		msg, _ := e.field("error")
 		return fmt.Sprintf("The agent on %s could not apply its policy: %s", h, orUnknown(msg))
 	}},
-	{"isolation-rolled-back", AlertIsolationFailed, "error", func(h string, e event) string {
+	{"isolation-rolled-back", AlertIsolationFailed, "error", func(h string, e *event) string {
 		msg, _ := e.field("error")
 		return fmt.Sprintf("Isolating %s failed and was rolled back: %s", h, orUnknown(msg))
 	}},
@@ -189,14 +189,14 @@ func (en *Engine) name(id string) string {
 	return id
 }
 
-func (en *Engine) builtinFire(b builtin, e event, now time.Time) fire {
+func (en *Engine) builtinFire(b builtin, e *event, now time.Time) fire {
 	return fire{alert: store.Alert{
 		ID: NewID(), Type: b.alertType, Severity: b.severity, ComputerID: e.ComputerID,
 		Message: b.message(en.name(e.ComputerID), e), RaisedAt: now, Data: mustJSON(map[string]any{"event": e.ID, "time": e.Time}),
 	}, suppress: builtinSuppress}
 }
 
-func (en *Engine) count(c *compiled, e event, now time.Time) (fire, bool) {
+func (en *Engine) count(c *compiled, e *event, now time.Time) (fire, bool) {
 	if !c.def.Filter.match(e) {
 		return fire{}, false
 	}

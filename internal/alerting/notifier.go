@@ -181,7 +181,7 @@ func AlertComputer(a store.Alert) string {
 func EventMessage(e telemetry.Event, hostname string) notify.Message {
 	fields := map[string]string{}
 	ev := decode(e)
-	for k := range ev.data {
+	for k := range ev.fields() {
 		if v, ok := ev.field(k); ok {
 			fields[k] = v
 		}

@@ -130,24 +130,32 @@ func validField(s string) bool {
 	return true
 }
 
-// event is an event with its data decoded once for all rules.
+// event is an event whose data is decoded when a rule first needs a field,
+// once for all rules: most events fail a rule on their type, and decoding
+// every event's JSON would be the ingest path's largest cost.
 type event struct {
 	telemetry.Event
-	data map[string]any // nil when the data is empty or not an object
+	data    map[string]any // nil when the data is empty or not an object
+	decoded bool
 }
 
-func decode(e telemetry.Event) event {
-	ev := event{Event: e}
-	if e.Data != "" {
-		_ = json.Unmarshal([]byte(e.Data), &ev.data)
+func decode(e telemetry.Event) *event { return &event{Event: e} }
+
+// fields returns the decoded data.
+func (e *event) fields() map[string]any {
+	if !e.decoded {
+		e.decoded = true
+		if e.Data != "" {
+			_ = json.Unmarshal([]byte(e.Data), &e.data)
+		}
 	}
-	return ev
+	return e.data
 }
 
 // field returns a data field as text: strings as they are, numbers and
 // booleans in JSON form.
-func (e event) field(name string) (string, bool) {
-	v, ok := e.data[name]
+func (e *event) field(name string) (string, bool) {
+	v, ok := e.fields()[name]
 	if !ok || v == nil {
 		return "", false
 	}
@@ -161,7 +169,7 @@ func (e event) field(name string) (string, bool) {
 	return "", false
 }
 
-func (f Filter) match(e event) bool {
+func (f Filter) match(e *event) bool {
 	if len(f.Types) > 0 && !slices.Contains(f.Types, e.Type) {
 		return false
 	}
@@ -187,7 +195,7 @@ func (f Filter) match(e event) bool {
 
 // group returns the key an event counts under and how an alert names it
 // ("src=203.0.113.5"); ok is false when the event lacks the field.
-func (d Definition) group(e event) (key, subject, computer string, ok bool) {
+func (d Definition) group(e *event) (key, subject, computer string, ok bool) {
 	switch {
 	case d.GroupBy == "":
 		return "", "", "", true

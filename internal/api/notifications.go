@@ -58,6 +58,16 @@ type items[T any] struct {
 	}
 }
 
+// itemsOf maps stored objects to their API form (never a null list).
+func itemsOf[S, T any](xs []S, out func(S) T) *items[T] {
+	r := &items[T]{}
+	r.Body.Items = make([]T, 0, len(xs))
+	for _, x := range xs {
+		r.Body.Items = append(r.Body.Items, out(x))
+	}
+	return r
+}
+
 // ---- alert rules ----
 
 // RuleFilter selects the events an alert rule counts.
@@ -181,12 +191,7 @@ func (a *API) registerAlertRules() {
 		if err != nil {
 			return nil, a.storeErr("alert rules", err)
 		}
-		out := &items[AlertRule]{}
-		out.Body.Items = make([]AlertRule, 0, len(rs))
-		for _, r := range rs {
-			out.Body.Items = append(out.Body.Items, alertRuleOut(r))
-		}
-		return out, nil
+		return itemsOf(rs, alertRuleOut), nil
 	})
 	register(a, PermAlertRulesWrite, huma.Operation{
 		OperationID: "create-alert-rule", Method: http.MethodPost, Path: "/api/v1/alert-rules", DefaultStatus: http.StatusCreated,
@@ -367,12 +372,7 @@ func (a *API) registerChannels() {
 			return nil, a.storeErr("channels", err)
 		}
 		st := stats(ctx)
-		out := &items[Channel]{}
-		out.Body.Items = make([]Channel, 0, len(cs))
-		for _, c := range cs {
-			out.Body.Items = append(out.Body.Items, channelOut(c, st[c.ID]))
-		}
-		return out, nil
+		return itemsOf(cs, func(c store.Channel) Channel { return channelOut(c, st[c.ID]) }), nil
 	})
 	register(a, PermChannelsWrite, huma.Operation{
 		OperationID: "create-channel", Method: http.MethodPost, Path: "/api/v1/channels", DefaultStatus: http.StatusCreated,
@@ -527,6 +527,11 @@ type Delivery struct {
 	LastError  string    `json:"last_error,omitempty"`
 }
 
+func deliveryOut(d store.Delivery) Delivery {
+	return Delivery{ID: d.ID, ChannelID: d.ChannelID, Kind: d.Kind, Status: d.Status, Attempts: d.Attempts,
+		CreatedAt: d.CreatedAt.UTC(), FinishedAt: d.FinishedAt.UTC(), FinishedBy: d.FinishedBy, LastError: d.LastError}
+}
+
 func (a *API) registerOutbox() {
 	tags := []string{"Notifications"}
 	register(a, PermNotificationsRead, huma.Operation{
@@ -545,12 +550,7 @@ func (a *API) registerOutbox() {
 		if err != nil {
 			return nil, a.storeErr("notifications", err)
 		}
-		out := &items[Notification]{}
-		out.Body.Items = make([]Notification, 0, len(ns))
-		for _, n := range ns {
-			out.Body.Items = append(out.Body.Items, notificationOut(n))
-		}
-		return out, nil
+		return itemsOf(ns, notificationOut), nil
 	})
 	register(a, PermNotificationsWrite, huma.Operation{
 		OperationID: "retry-notification", Method: http.MethodPost, Path: "/api/v1/notifications/{id}/retry",
@@ -595,12 +595,6 @@ func (a *API) registerOutbox() {
 		if err != nil {
 			return nil, a.storeErr("deliveries", err)
 		}
-		out := &items[Delivery]{}
-		out.Body.Items = make([]Delivery, 0, len(ds))
-		for _, d := range ds {
-			out.Body.Items = append(out.Body.Items, Delivery{ID: d.ID, ChannelID: d.ChannelID, Kind: d.Kind, Status: d.Status, Attempts: d.Attempts,
-				CreatedAt: d.CreatedAt.UTC(), FinishedAt: d.FinishedAt.UTC(), FinishedBy: d.FinishedBy, LastError: d.LastError})
-		}
-		return out, nil
+		return itemsOf(ds, deliveryOut), nil
 	})
 }

@@ -59,12 +59,16 @@ func (db *DB) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
+	return db.queryEvents(ctx, "list events", q, args...)
+}
+
+func (db *DB) queryEvents(ctx context.Context, what, q string, args ...any) ([]Event, error) {
 	if db.d.Rebind {
 		q = rebindDollar(q)
 	}
 	rows, err := db.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, db.fail("list events", err)
+		return nil, db.fail(what, err)
 	}
 	defer rows.Close()
 	var out []Event
@@ -72,13 +76,13 @@ func (db *DB) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 		var e Event
 		var t, r sql.NullInt64
 		if err := rows.Scan(&e.ComputerID, &e.ID, &e.Type, &e.Severity, &t, &r, &e.Data); err != nil {
-			return nil, db.fail("list events", err)
+			return nil, db.fail(what, err)
 		}
 		e.Time, e.ReceivedAt = fromMicros(t), fromMicros(r)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, db.fail("list events", err)
+		return nil, db.fail(what, err)
 	}
 	return out, nil
 }
@@ -161,27 +165,5 @@ func (db *DB) MoveEvents(ctx context.Context, batch int, fn func([]Event) error)
 
 // ListOldestEvents returns up to n events, oldest first.
 func (db *DB) ListOldestEvents(ctx context.Context, n int) ([]Event, error) {
-	q := "SELECT " + eventColumns + " FROM events ORDER BY time, computer_id" + db.collate + ", id" + db.collate + " LIMIT ?"
-	if db.d.Rebind {
-		q = rebindDollar(q)
-	}
-	rows, err := db.db.QueryContext(ctx, q, n)
-	if err != nil {
-		return nil, db.fail("list oldest events", err)
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var e Event
-		var t, r sql.NullInt64
-		if err := rows.Scan(&e.ComputerID, &e.ID, &e.Type, &e.Severity, &t, &r, &e.Data); err != nil {
-			return nil, db.fail("list oldest events", err)
-		}
-		e.Time, e.ReceivedAt = fromMicros(t), fromMicros(r)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, db.fail("list oldest events", err)
-	}
-	return out, nil
+	return db.queryEvents(ctx, "list oldest events", "SELECT "+eventColumns+" FROM events ORDER BY time, computer_id"+db.collate+", id"+db.collate+" LIMIT ?", n)
 }

@@ -171,7 +171,7 @@ postlog   unix-dgram n - n - 1 postlogd
 	// spent bringing up postlogd for the maillog file, kept because that log
 	// is what explains a failure.
 	cmd := exec.Command("/usr/lib/postfix/sbin/master", "-c", etc, "-d")
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

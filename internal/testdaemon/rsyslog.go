@@ -27,7 +27,7 @@ type Rsyslog struct {
 	// 127.0.0.1 and localhost); clients trust PKI.CAPEM.
 	PKI *PKI
 
-	stderr        *syncBuffer
+	stderr        *SyncBuffer
 	conf, pidFile string
 	cmd           *exec.Cmd
 	exited        chan struct{}
@@ -48,7 +48,7 @@ func StartRsyslog(t testing.TB) *Rsyslog {
 		UDP:    net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "udp"))),
 		Out:    filepath.Join(dir, "received.log"),
 		PKI:    NewPKI(t),
-		stderr: &syncBuffer{},
+		stderr: &SyncBuffer{},
 	}
 	ca, cert, key := r.PKI.WriteFiles(t, dir)
 	port := func(hp string) string { _, p, _ := net.SplitHostPort(hp); return p }
