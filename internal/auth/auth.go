@@ -31,8 +31,9 @@ func ValidRole(r string) bool { return r == RoleAdmin || r == RoleOperator || r 
 //   - admin: everything;
 //   - operator: computers, activation tokens, jobs, alerts and alert
 //     rules, events, the notification outbox, files, the CA, policies,
-//     rules and lists — not users, API clients, settings, notification
-//     channels (they hold mail and webhook credentials) or the audit log;
+//     rules and lists, flows (analysis, profiles, exporters) — not users,
+//     API clients, settings, notification channels (they hold mail and
+//     webhook credentials) or the audit log;
 //   - auditor: every read permission, including the audit log; no writes.
 func Allowed(role, perm string) bool {
 	resource, action, ok := strings.Cut(perm, ":")
@@ -46,7 +47,7 @@ func Allowed(role, perm string) bool {
 		return action == "read"
 	case RoleOperator:
 		switch resource {
-		case "computers", "tokens", "jobs", "alerts", "alertrules", "events", "notifications", "files", "ca", "policies", "rules", "lists", "me":
+		case "computers", "tokens", "jobs", "alerts", "alertrules", "events", "notifications", "files", "ca", "policies", "rules", "lists", "flows", "me":
 			return true
 		}
 	}

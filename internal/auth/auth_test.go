@@ -258,3 +258,68 @@ func TestRevokeAndLockout(t *testing.T) {
 		t.Errorf("unknown grant: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestFlowmonTokenEndpoint: Flowmon's scripts sign in at
+// /resources/oauth/token with client_id=invea-tech and get a day-long
+// access token; /oauth/token keeps the issuer's lifetime.
+func TestFlowmonTokenEndpoint(t *testing.T) {
+	e := newEnv(t)
+	o := &auth.OAuth{Issuer: e.iss, Accounts: e.db, Limiter: auth.NewLimiter(), Log: slog.New(slog.DiscardHandler), Now: time.Now}
+	mux := http.NewServeMux()
+	o.Register(mux)
+	o.RegisterFlowmon(mux, auth.FlowmonTokenTTL)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	form := url.Values{"grant_type": {"password"}, "client_id": {"invea-tech"}, "username": {"alice"}, "password": {"alice's long password"}}
+	tests := []struct {
+		path        string
+		wantExpires int64
+	}{
+		{"/resources/oauth/token", 86400},
+		{"/resources/oAuth/token", 86400},
+		{"/oauth/token", 3600},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := http.PostForm(srv.URL+tt.path, form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				AccessToken  string `json:"access_token"`
+				ExpiresIn    int64  `json:"expires_in"`
+				RefreshToken string `json:"refresh_token"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, decode: %v", resp.StatusCode, err)
+			}
+			if body.ExpiresIn != tt.wantExpires || body.AccessToken == "" || body.RefreshToken == "" {
+				t.Fatalf("got %+v, want expires_in %d and both tokens", body, tt.wantExpires)
+			}
+			if p, err := e.whoami(t, body.AccessToken); err != nil || p.Subject != "user:alice" {
+				t.Fatalf("whoami: %+v %v", p, err)
+			}
+			// The token still works just before its lifetime ends and not after.
+			before := time.Now().Add(time.Duration(tt.wantExpires-60) * time.Second)
+			if _, err := e.iss.Authenticate(context.Background(), body.AccessToken, before); err != nil {
+				t.Errorf("token refused %d s after issue: %v", tt.wantExpires-60, err)
+			}
+			after := time.Now().Add(time.Duration(tt.wantExpires+60) * time.Second)
+			if _, err := e.iss.Authenticate(context.Background(), body.AccessToken, after); err == nil {
+				t.Errorf("token still accepted %d s after issue", tt.wantExpires+60)
+			}
+		})
+	}
+	// Flowmon's path refuses a wrong password the same way.
+	bad := url.Values{"grant_type": {"password"}, "client_id": {"invea-tech"}, "username": {"alice"}, "password": {"wrong password!!"}}
+	resp, err := http.PostForm(srv.URL+"/resources/oauth/token", bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("wrong password: status %d, want 400", resp.StatusCode)
+	}
+}

@@ -43,9 +43,38 @@ type OAuth struct {
 func (o *OAuth) Register(mux interface {
 	HandleFunc(string, func(http.ResponseWriter, *http.Request))
 }) {
-	o.hashing = make(chan struct{}, 4)
-	mux.HandleFunc("POST /oauth/token", o.token)
+	o.init()
+	mux.HandleFunc("POST /oauth/token", o.tokenHandler(nil))
 	mux.HandleFunc("POST /oauth/revoke", o.revoke)
+}
+
+// FlowmonTokenTTL is how long Flowmon's access tokens live (its token
+// endpoint answers expires_in 86400).
+const FlowmonTokenTTL = 24 * time.Hour
+
+// RegisterFlowmon adds the token endpoint at Progress Flowmon's path, POST
+// /resources/oauth/token (and /resources/oAuth/token, which older Flowmon
+// clients use), so that scripts written for Flowmon's REST API sign in
+// unchanged. It takes the same grants as /oauth/token (Flowmon's clients
+// send grant_type=password with client_id=invea-tech, which the password
+// grant ignores), but its access tokens live accessTTL (FlowmonTokenTTL
+// to match Flowmon) rather than the issuer's, because those scripts sign
+// in once and run for the day. Refresh tokens are the issuer's.
+func (o *OAuth) RegisterFlowmon(mux interface {
+	HandleFunc(string, func(http.ResponseWriter, *http.Request))
+}, accessTTL time.Duration) {
+	o.init()
+	iss := *o.Issuer // same store and checks, its own access lifetime
+	iss.AccessTTL = accessTTL
+	h := o.tokenHandler(&iss)
+	mux.HandleFunc("POST /resources/oauth/token", h)
+	mux.HandleFunc("POST /resources/oAuth/token", h)
+}
+
+func (o *OAuth) init() {
+	if o.hashing == nil {
+		o.hashing = make(chan struct{}, 4)
+	}
 }
 
 type tokenResponse struct {
@@ -75,7 +104,18 @@ func remoteHost(r *http.Request) string {
 	return h
 }
 
-func (o *OAuth) token(w http.ResponseWriter, r *http.Request) {
+// tokenHandler serves the token endpoint, issuing with iss (nil: o.Issuer).
+func (o *OAuth) tokenHandler(iss *Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if iss == nil {
+			o.token(w, r, o.Issuer)
+			return
+		}
+		o.token(w, r, iss)
+	}
+}
+
+func (o *OAuth) token(w http.ResponseWriter, r *http.Request, iss *Issuer) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded, at most 16 KiB")
@@ -117,7 +157,7 @@ func (o *OAuth) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusInternalServerError, "server_error", "the manager could not issue a token; see its log")
 		return
 	}
-	t, err := o.Issuer.Issue(r.Context(), p, refresh, family, now)
+	t, err := iss.Issue(r.Context(), p, refresh, family, now)
 	if err != nil {
 		o.Log.Error("issue token", "err", err)
 		oauthError(w, http.StatusInternalServerError, "server_error", "the manager could not issue a token; see its log")
