@@ -61,6 +61,7 @@ type Store interface {
 	PutSettings(ctx context.Context, kv map[string]string) error
 	UpdateSettings(ctx context.Context, ifVersion string, kv map[string]string) (string, error)
 	FirewallStore
+	FlowStateStore
 }
 
 // Fleet is the live view of computers.
@@ -93,6 +94,12 @@ type Deps struct {
 	Rollout       Rollout
 	Telemetry     telemetry.Store
 	Notifications Notifications
+	// Flows is the flow store; nil when flow collection is disabled, and
+	// every flow operation answers 503 saying how to enable it.
+	Flows FlowStore
+	// FlowCollector is this node's collector, for exporters' live status;
+	// nil on a node without one (the stored exporters are still listed).
+	FlowCollector FlowCollector
 	Auth          Authenticator
 	CAFingerprint string
 	CAPEM         string
@@ -141,6 +148,9 @@ const (
 	PermChannelsWrite      = "channels:write"
 	PermNotificationsRead  = "notifications:read"
 	PermNotificationsWrite = "notifications:write"
+
+	PermFlowsRead  = "flows:read"
+	PermFlowsWrite = "flows:write"
 )
 
 const permKey = "permission"
@@ -193,6 +203,7 @@ func New(mux humago.Mux, d Deps) *API {
 	a.registerAudit()
 	a.registerPolicies()
 	a.registerFirewall()
+	a.registerFlows()
 	a.registerDocs(mux)
 	return a
 }

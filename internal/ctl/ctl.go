@@ -72,7 +72,7 @@ among ~/.config/yagura/credentials.json, ./yagura-data/dev-credentials.json
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	cmd.AddCommand(tokensCmd(g), computersCmd(g), alertsCmd(g), eventsCmd(g), jobsCmd(g),
 		loginCmd(g), logoutCmd(g), whoamiCmd(g), usersCmd(g), clientsCmd(g), auditCmd(g), settingsCmd(g), caCmd(g), policiesCmd(g),
-		rulesCmd(g), listsCmd(g), alertRulesCmd(g), channelsCmd(g), notificationsCmd(g))
+		rulesCmd(g), listsCmd(g), alertRulesCmd(g), channelsCmd(g), notificationsCmd(g), flowsCmd(g))
 	return cmd
 }
 

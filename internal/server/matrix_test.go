@@ -90,6 +90,20 @@ var matrix = map[string]string{
 	"retry-notification":      api.PermNotificationsWrite,
 	"discard-notification":    api.PermNotificationsWrite,
 	"list-deliveries":         api.PermNotificationsRead,
+	"flows-top":               api.PermFlowsRead,
+	"export-flows-top":        api.PermFlowsRead,
+	"flows-series":            api.PermFlowsRead,
+	"export-flows-series":     api.PermFlowsRead,
+	"list-flows":              api.PermFlowsRead,
+	"export-flows":            api.PermFlowsRead,
+	"list-flow-exporters":     api.PermFlowsRead,
+	"update-flow-exporter":    api.PermFlowsWrite,
+	"flows-stats":             api.PermFlowsRead,
+	"list-flow-profiles":      api.PermFlowsRead,
+	"create-flow-profile":     api.PermFlowsWrite,
+	"get-flow-profile":        api.PermFlowsRead,
+	"update-flow-profile":     api.PermFlowsWrite,
+	"delete-flow-profile":     api.PermFlowsWrite,
 }
 
 type docOperation struct {

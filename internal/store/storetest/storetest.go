@@ -82,6 +82,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"FirewallLists", testFirewallLists},
 		{"Policies", testPolicies},
 		{"IDsNotReused", testIDsNotReused},
+		{"FlowExporters", testFlowExporters},
+		{"FlowProfiles", testFlowProfiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
