@@ -362,6 +362,20 @@ func TestDegenerateTemplates(t *testing.T) {
 		t.Errorf("zero-length template: error = %v", err)
 	}
 
+	// More fields than bytes: each record would cost a step per field.
+	fields := []field{{2, 1}}
+	for range 100 {
+		fields = append(fields, field{1, 0})
+	}
+	_, err = d.DecodeNetFlow(exporterA, v9Datagram(7, set(0, templateBody(257, fields...))), recvTime)
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "101 fields in records of 1 bytes") {
+		t.Errorf("zero-length fields: error = %v", err)
+	}
+	if err := New().LoadTemplates([]byte(`{"version":1,"templates":[{"netflow_version":9,"kind":"data","template_id":257,` +
+		`"fields":[{"type":1,"length":0},{"type":2,"length":1},{"type":3,"length":0}]}]}`)); err == nil {
+		t.Error("LoadTemplates accepted a template with more fields than bytes")
+	}
+
 	tmpl := set(2, templateBody(300, field{8, 4}, field{12, 4}))
 	data := set(300, wire{}.ip("192.0.2.10").ip("192.0.2.20"))
 	if flows, err := d.DecodeNetFlow(exporterA, ipfixDatagram(1, tmpl, data), recvTime); err != nil || len(flows) != 1 {

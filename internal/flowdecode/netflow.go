@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
-	"github.com/netsampler/goflow2/v2/decoders/netflowlegacy"
 )
 
 // Information elements used (RFC 3954 section 8 and the IANA IPFIX registry
@@ -56,74 +56,94 @@ const (
 // template is unknown yield a *TemplateError (wrapping ErrTemplateUnknown)
 // joined into the error, and the datagram's other records are still returned.
 // Other failures wrap ErrMalformed.
-func (d *Decoder) DecodeNetFlow(exporter netip.Addr, payload []byte, now time.Time) (flows []Flow, err error) {
+func (d *Decoder) DecodeNetFlow(exporter netip.Addr, payload []byte, now time.Time) ([]Flow, error) {
+	return d.AppendNetFlow(nil, exporter, payload, now)
+}
+
+// AppendNetFlow is DecodeNetFlow appending to dst, so a collector can reuse
+// one slice for every datagram. It returns dst extended by the flows
+// decoded, even with an error.
+func (d *Decoder) AppendNetFlow(dst []Flow, exporter netip.Addr, payload []byte, now time.Time) (flows []Flow, err error) {
 	if len(payload) < 2 {
-		return nil, fmt.Errorf("netflow from %s: %d bytes, no version: %w", exporter, len(payload), ErrMalformed)
+		return dst, fmt.Errorf("netflow from %s: %d bytes, no version: %w", exporter, len(payload), ErrMalformed)
 	}
 	switch v := binary.BigEndian.Uint16(payload); v {
 	case 5:
-		defer guard("netflow v5", exporter, &err)
-		return decodeV5(exporter, payload)
+		return d.decodeV5(dst, exporter, payload)
 	case 9, 10:
+		if !d.slowOnly {
+			if flows, err, ok := d.decodeTemplatedFast(dst, exporter, payload, now, v); ok {
+				return flows, err
+			}
+		}
 		label := protocolLabel(ProtocolNetFlow9)
 		if v == 10 {
 			label = protocolLabel(ProtocolIPFIX)
 		}
+		n := len(dst)
+		defer func() {
+			if flows == nil {
+				flows = dst[:n] // after a panic
+			}
+		}()
 		defer guard(label, exporter, &err)
-		return d.decodeTemplated(exporter, payload, now, v, label)
+		return d.decodeTemplated(dst, exporter, payload, now, v, label)
 	default:
-		return nil, fmt.Errorf("netflow from %s: unknown version %d: %w", exporter, v, ErrMalformed)
+		return dst, fmt.Errorf("netflow from %s: unknown version %d: %w", exporter, v, ErrMalformed)
 	}
 }
 
-func decodeV5(exporter netip.Addr, payload []byte) ([]Flow, error) {
+// decodeV5 reads NetFlow v5 by hand: the format is fixed, and goflow2's
+// reflective reads made up most of the cost of a datagram. The fuzz test
+// FuzzV5MatchesGoflow2 checks it against goflow2's decoder.
+func (d *Decoder) decodeV5(dst []Flow, exporter netip.Addr, payload []byte) ([]Flow, error) {
 	if len(payload) < v5HeaderLen {
-		return nil, fmt.Errorf("netflow v5 from %s: header truncated (%d bytes): %w", exporter, len(payload), ErrMalformed)
+		return dst, fmt.Errorf("netflow v5 from %s: header truncated (%d bytes): %w", exporter, len(payload), ErrMalformed)
 	}
-	// goflow2 allocates the header's count of records up front; refuse counts
-	// the datagram cannot hold before it does.
+	// Bytes after the header's count of records are ignored (as goflow2
+	// did); a count the datagram cannot hold is refused.
 	count := int(binary.BigEndian.Uint16(payload[2:]))
 	if have := (len(payload) - v5HeaderLen) / v5RecordLen; count > have {
-		return nil, fmt.Errorf("netflow v5 from %s: header says %d records, datagram holds %d: %w", exporter, count, have, ErrMalformed)
+		return dst, fmt.Errorf("netflow v5 from %s: header says %d records, datagram holds %d: %w", exporter, count, have, ErrMalformed)
 	}
-	var p netflowlegacy.PacketNetFlowV5
-	if err := netflowlegacy.DecodeMessageVersion(bytes.NewBuffer(payload), &p); err != nil {
-		return nil, fmt.Errorf("netflow v5 from %s: %v: %w", exporter, err, ErrMalformed)
-	}
-	export := time.Unix(int64(p.UnixSecs), int64(p.UnixNSecs)).UTC()
+	be := binary.BigEndian
+	sysUptime := be.Uint32(payload[4:])
+	export := time.Unix(int64(be.Uint32(payload[8:])), int64(be.Uint32(payload[12:]))).UTC()
+	domain := uint32(payload[20])<<8 | uint32(payload[21])
 	var rate uint32
 	var source string
-	if iv := p.SamplingInterval & 0x3fff; iv != 0 {
+	if iv := be.Uint16(payload[22:]) & 0x3fff; iv != 0 {
 		// The top two bits are the sampling mode; the interval is meaningful
 		// for both the deterministic and random modes.
 		rate, source = uint32(iv), SamplingV5Header
 	}
-	flows := make([]Flow, 0, len(p.Records))
-	for _, r := range p.Records {
+	dst = slices.Grow(dst, count)
+	for i := range count {
+		r := payload[v5HeaderLen+i*v5RecordLen : v5HeaderLen+(i+1)*v5RecordLen]
 		f := Flow{
-			TimeStart:         uptimeToTime(export, p.SysUptime, r.First),
-			TimeEnd:           uptimeToTime(export, p.SysUptime, r.Last),
+			TimeStart:         uptimeToTime(export, sysUptime, be.Uint32(r[24:])),
+			TimeEnd:           uptimeToTime(export, sysUptime, be.Uint32(r[28:])),
 			Exporter:          exporter,
-			ObservationDomain: uint32(p.EngineType)<<8 | uint32(p.EngineId),
-			InIf:              uint32(r.Input),
-			OutIf:             uint32(r.Output),
+			ObservationDomain: domain,
+			InIf:              uint32(be.Uint16(r[12:])),
+			OutIf:             uint32(be.Uint16(r[14:])),
 			IPVersion:         4,
-			SrcAddr:           v4(uint32(r.SrcAddr)),
-			DstAddr:           v4(uint32(r.DstAddr)),
-			SrcPort:           r.SrcPort,
-			DstPort:           r.DstPort,
-			Proto:             r.Proto,
-			TCPFlags:          r.TCPFlags,
-			Bytes:             uint64(r.DOctets),
-			Packets:           uint64(r.DPkts),
+			SrcAddr:           netip.AddrFrom4([4]byte(r[0:4])),
+			DstAddr:           netip.AddrFrom4([4]byte(r[4:8])),
+			SrcPort:           be.Uint16(r[32:]),
+			DstPort:           be.Uint16(r[34:]),
+			Proto:             r[38],
+			TCPFlags:          r[37],
+			Bytes:             uint64(be.Uint32(r[20:])),
+			Packets:           uint64(be.Uint32(r[16:])),
 			SamplingRate:      rate,
 			SamplingSource:    source,
 			Protocol:          ProtocolNetFlow5,
 		}
-		f.CommunityID = communityIDForFlow(&f)
-		flows = append(flows, f)
+		d.communityID(&f)
+		dst = append(dst, f)
 	}
-	return flows, nil
+	return dst, nil
 }
 
 // uptimeToTime converts a switched time (ms since the exporter booted) to
@@ -138,12 +158,6 @@ func uptimeToTime(export time.Time, sysUptime, switched uint32) time.Time {
 	return export.Add(-time.Duration(ago) * time.Millisecond)
 }
 
-func v4(u uint32) netip.Addr {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], u)
-	return netip.AddrFrom4(b)
-}
-
 // header holds what records need from the v9 or IPFIX message header.
 type header struct {
 	domain    uint32
@@ -152,7 +166,7 @@ type header struct {
 	hasUptime bool
 }
 
-func (d *Decoder) decodeTemplated(exporter netip.Addr, payload []byte, now time.Time, version uint16, label string) ([]Flow, error) {
+func (d *Decoder) decodeTemplated(flows []Flow, exporter netip.Addr, payload []byte, now time.Time, version uint16, label string) ([]Flow, error) {
 	var (
 		v9    netflow.NFv9Packet
 		ipfix netflow.IPFIXPacket
@@ -187,18 +201,17 @@ func (d *Decoder) decodeTemplated(exporter netip.Addr, payload []byte, now time.
 	learned := d.sampling[domainKey{exporter, h.domain}]
 	d.mu.RUnlock()
 
-	var flows []Flow
 	for i, s := range sets {
 		switch s := s.(type) {
 		case netflow.DataFlowSet:
 			for _, rec := range s.Records {
-				f := recordToFlow(rec.Values, h, exporter)
-				f.Protocol = protocol
-				if f.SamplingRate == 0 && learned != 0 {
-					f.SamplingRate, f.SamplingSource = learned, SamplingOptionsTemplate
+				flows = append(flows, Flow{Exporter: exporter, ObservationDomain: h.domain})
+				b := flowBuilder{f: &flows[len(flows)-1]}
+				for _, v := range rec.Values {
+					val, _ := v.Value.([]byte)
+					b.field(v.Type, v.PenProvided, val)
 				}
-				f.CommunityID = communityIDForFlow(&f)
-				flows = append(flows, f)
+				d.finishRecord(&b, h, protocol, learned)
 			}
 		case netflow.RawFlowSet:
 			// goflow2 leaves a data set raw only when its template is missing.
@@ -222,7 +235,8 @@ func (d *Decoder) learnSampling(exporter netip.Addr, domain uint32, o netflow.Op
 			}
 			switch v.Type {
 			case ieSamplingInterval, ieSamplingPacketInterval, ieFlowSamplerRandomIntv:
-				if r, ok := uintValue(v.Value); ok && r != 0 && r <= 1<<32-1 {
+				b, _ := v.Value.([]byte)
+				if r, ok := uintValue(b); ok && r != 0 && r <= 1<<32-1 {
 					d.mu.Lock()
 					d.sampling[domainKey{exporter, domain}] = uint32(r)
 					d.mu.Unlock()
@@ -232,9 +246,8 @@ func (d *Decoder) learnSampling(exporter netip.Addr, domain uint32, o netflow.Op
 	}
 }
 
-func uintValue(v any) (uint64, bool) {
-	b, ok := v.([]byte)
-	if !ok || len(b) == 0 || len(b) > 8 {
+func uintValue(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 8 {
 		return 0, false
 	}
 	var u uint64
@@ -244,104 +257,111 @@ func uintValue(v any) (uint64, bool) {
 	return u, true
 }
 
-func addrValue(v any, n int) (netip.Addr, bool) {
-	b, ok := v.([]byte)
-	if !ok || len(b) != n {
+func addrValue(b []byte, n int) (netip.Addr, bool) {
+	if len(b) != n {
 		return netip.Addr{}, false
 	}
-	a, ok := netip.AddrFromSlice(b)
-	return a, ok
+	return netip.AddrFromSlice(b)
 }
 
-func recordToFlow(values []netflow.DataField, h header, exporter netip.Addr) Flow {
-	f := Flow{Exporter: exporter, ObservationDomain: h.domain}
-	var (
-		start, end         time.Time
-		first, last        uint32
-		hasFirst, hasLast  bool
-		initMillis         uint64
-		hasInit            bool
-		icmpTypeCode       uint16
-		hasICMP, hasIPVers bool
-	)
-	for _, v := range values {
-		if v.PenProvided {
-			continue
+// flowBuilder collects one v9/IPFIX data record's fields, whichever decoder
+// read them, so the fast path and goflow2's agree by construction.
+type flowBuilder struct {
+	f                  *Flow
+	start, end         time.Time
+	first, last        uint32
+	hasFirst, hasLast  bool
+	initMillis         uint64
+	hasInit            bool
+	icmpTypeCode       uint16
+	hasICMP, hasIPVers bool
+}
+
+func (b *flowBuilder) field(typ uint16, pen bool, value []byte) {
+	if pen {
+		return
+	}
+	f := b.f
+	u, isUint := uintValue(value)
+	switch typ {
+	case ieOctetDeltaCount:
+		f.Bytes = u
+	case iePacketDeltaCount:
+		f.Packets = u
+	case ieProtocolIdentifier:
+		f.Proto = uint8(u)
+	case ieTCPControlBits:
+		f.TCPFlags = uint8(u) // IPFIX allows 2 octets; the low byte holds the classic flags
+	case ieSourceTransportPort:
+		f.SrcPort = uint16(u)
+	case ieDestinationTransportPort:
+		f.DstPort = uint16(u)
+	case ieIngressInterface:
+		f.InIf = uint32(u)
+	case ieEgressInterface:
+		f.OutIf = uint32(u)
+	case ieSourceIPv4Address:
+		if a, ok := addrValue(value, 4); ok {
+			f.SrcAddr = a
 		}
-		u, isUint := uintValue(v.Value)
-		switch v.Type {
-		case ieOctetDeltaCount:
-			f.Bytes = u
-		case iePacketDeltaCount:
-			f.Packets = u
-		case ieProtocolIdentifier:
-			f.Proto = uint8(u)
-		case ieTCPControlBits:
-			f.TCPFlags = uint8(u) // IPFIX allows 2 octets; the low byte holds the classic flags
-		case ieSourceTransportPort:
-			f.SrcPort = uint16(u)
-		case ieDestinationTransportPort:
-			f.DstPort = uint16(u)
-		case ieIngressInterface:
-			f.InIf = uint32(u)
-		case ieEgressInterface:
-			f.OutIf = uint32(u)
-		case ieSourceIPv4Address:
-			if a, ok := addrValue(v.Value, 4); ok {
-				f.SrcAddr = a
-			}
-		case ieDestinationIPv4Address:
-			if a, ok := addrValue(v.Value, 4); ok {
-				f.DstAddr = a
-			}
-		case ieSourceIPv6Address:
-			if a, ok := addrValue(v.Value, 16); ok {
-				f.SrcAddr = a
-			}
-		case ieDestinationIPv6Address:
-			if a, ok := addrValue(v.Value, 16); ok {
-				f.DstAddr = a
-			}
-		case ieIPVersion:
-			f.IPVersion, hasIPVers = uint8(u), isUint
-		case ieICMPTypeCodeIPv4, ieICMPTypeCodeIPv6:
-			icmpTypeCode, hasICMP = uint16(u), isUint
-		case ieFirstSwitched:
-			first, hasFirst = uint32(u), isUint
-		case ieLastSwitched:
-			last, hasLast = uint32(u), isUint
-		case ieSystemInitTimeMillis:
-			initMillis, hasInit = u, isUint
-		case ieFlowStartSeconds:
-			start = time.Unix(int64(u), 0).UTC()
-		case ieFlowEndSeconds:
-			end = time.Unix(int64(u), 0).UTC()
-		case ieFlowStartMilliseconds:
-			start = time.UnixMilli(int64(u)).UTC()
-		case ieFlowEndMilliseconds:
-			end = time.UnixMilli(int64(u)).UTC()
-		case ieSamplingInterval, ieSamplingPacketInterval, ieFlowSamplerRandomIntv:
-			if isUint && u != 0 && u <= 1<<32-1 {
-				f.SamplingRate, f.SamplingSource = uint32(u), SamplingFlowRecord
-			}
+	case ieDestinationIPv4Address:
+		if a, ok := addrValue(value, 4); ok {
+			f.DstAddr = a
+		}
+	case ieSourceIPv6Address:
+		if a, ok := addrValue(value, 16); ok {
+			f.SrcAddr = a
+		}
+	case ieDestinationIPv6Address:
+		if a, ok := addrValue(value, 16); ok {
+			f.DstAddr = a
+		}
+	case ieIPVersion:
+		f.IPVersion, b.hasIPVers = uint8(u), isUint
+	case ieICMPTypeCodeIPv4, ieICMPTypeCodeIPv6:
+		b.icmpTypeCode, b.hasICMP = uint16(u), isUint
+	case ieFirstSwitched:
+		b.first, b.hasFirst = uint32(u), isUint
+	case ieLastSwitched:
+		b.last, b.hasLast = uint32(u), isUint
+	case ieSystemInitTimeMillis:
+		b.initMillis, b.hasInit = u, isUint
+	case ieFlowStartSeconds:
+		b.start = time.Unix(int64(u), 0).UTC()
+	case ieFlowEndSeconds:
+		b.end = time.Unix(int64(u), 0).UTC()
+	case ieFlowStartMilliseconds:
+		b.start = time.UnixMilli(int64(u)).UTC()
+	case ieFlowEndMilliseconds:
+		b.end = time.UnixMilli(int64(u)).UTC()
+	case ieSamplingInterval, ieSamplingPacketInterval, ieFlowSamplerRandomIntv:
+		if isUint && u != 0 && u <= 1<<32-1 {
+			f.SamplingRate, f.SamplingSource = uint32(u), SamplingFlowRecord
 		}
 	}
+}
+
+// finishRecord completes a record's flow: times, IP version, ICMP type and
+// code, the sampling rate learned from options data, the Community ID.
+func (d *Decoder) finishRecord(b *flowBuilder, h header, protocol string, learned uint32) {
+	f := b.f
+	start, end := b.start, b.end
 	// Times: absolute IEs win; then sysUpTime-relative ones (v9 against the
 	// header, IPFIX against systemInitTimeMilliseconds); else export time.
-	if start.IsZero() && hasFirst {
+	if start.IsZero() && b.hasFirst {
 		switch {
 		case h.hasUptime:
-			start = uptimeToTime(h.export, h.sysUptime, first)
-		case hasInit:
-			start = time.UnixMilli(int64(initMillis) + int64(first)).UTC()
+			start = uptimeToTime(h.export, h.sysUptime, b.first)
+		case b.hasInit:
+			start = time.UnixMilli(int64(b.initMillis) + int64(b.first)).UTC()
 		}
 	}
-	if end.IsZero() && hasLast {
+	if end.IsZero() && b.hasLast {
 		switch {
 		case h.hasUptime:
-			end = uptimeToTime(h.export, h.sysUptime, last)
-		case hasInit:
-			end = time.UnixMilli(int64(initMillis) + int64(last)).UTC()
+			end = uptimeToTime(h.export, h.sysUptime, b.last)
+		case b.hasInit:
+			end = time.UnixMilli(int64(b.initMillis) + int64(b.last)).UTC()
 		}
 	}
 	if end.IsZero() {
@@ -352,7 +372,7 @@ func recordToFlow(values []netflow.DataField, h header, exporter netip.Addr) Flo
 	}
 	f.TimeStart, f.TimeEnd = start, end
 
-	if !hasIPVers || (f.IPVersion != 4 && f.IPVersion != 6) {
+	if !b.hasIPVers || (f.IPVersion != 4 && f.IPVersion != 6) {
 		switch {
 		case f.SrcAddr.Is4():
 			f.IPVersion = 4
@@ -360,8 +380,12 @@ func recordToFlow(values []netflow.DataField, h header, exporter netip.Addr) Flo
 			f.IPVersion = 6
 		}
 	}
-	if hasICMP && (f.Proto == 1 || f.Proto == 58) && f.DstPort == 0 {
-		f.DstPort = icmpTypeCode
+	if b.hasICMP && (f.Proto == 1 || f.Proto == 58) && f.DstPort == 0 {
+		f.DstPort = b.icmpTypeCode
 	}
-	return f
+	f.Protocol = protocol
+	if f.SamplingRate == 0 && learned != 0 {
+		f.SamplingRate, f.SamplingSource = learned, SamplingOptionsTemplate
+	}
+	d.communityID(f)
 }

@@ -22,15 +22,28 @@ const (
 // becomes one Flow with Packets 1 and Bytes the sampled frame's length; the
 // sample's sampling rate is in SamplingRate. Counter samples are ignored.
 // sFlow carries no flow times, so TimeStart and TimeEnd are now.
-func (d *Decoder) DecodeSFlow(exporter netip.Addr, payload []byte, now time.Time) (flows []Flow, err error) {
+func (d *Decoder) DecodeSFlow(exporter netip.Addr, payload []byte, now time.Time) ([]Flow, error) {
+	return d.AppendSFlow(nil, exporter, payload, now)
+}
+
+// AppendSFlow is DecodeSFlow appending to dst, so a collector can reuse one
+// slice for every datagram. It returns dst extended by the flows decoded.
+func (d *Decoder) AppendSFlow(dst []Flow, exporter netip.Addr, payload []byte, now time.Time) (flows []Flow, err error) {
+	n := len(dst)
+	defer func() {
+		if flows == nil {
+			flows = dst[:n] // after a panic
+		}
+	}()
 	defer guard("sflow v5", exporter, &err)
 	if err := checkSFlowCounts(payload); err != nil {
-		return nil, fmt.Errorf("sflow v5 from %s: %v: %w", exporter, err, ErrMalformed)
+		return dst, fmt.Errorf("sflow v5 from %s: %v: %w", exporter, err, ErrMalformed)
 	}
 	var p sflow.Packet
 	if err := sflow.DecodeMessageVersion(bytes.NewBuffer(payload), &p); err != nil {
-		return nil, fmt.Errorf("sflow v5 from %s: %v: %w", exporter, err, ErrMalformed)
+		return dst, fmt.Errorf("sflow v5 from %s: %v: %w", exporter, err, ErrMalformed)
 	}
+	flows = dst
 	now = now.UTC()
 	for _, s := range p.Samples {
 		var (
@@ -68,7 +81,7 @@ func (d *Decoder) DecodeSFlow(exporter netip.Addr, payload []byte, now time.Time
 		if !fillFromRecords(&f, records) {
 			continue
 		}
-		f.CommunityID = communityIDForFlow(&f)
+		d.communityID(&f)
 		flows = append(flows, f)
 	}
 	return flows, nil

@@ -67,13 +67,28 @@ func templateFields(tmpl any) []netflow.Field {
 // checkTemplate refuses a template whose records would take no bytes:
 // goflow2 decodes records while the set has at least a record's length left,
 // so such a template makes it loop forever on the first data set.
+//
+// It also refuses more fields than a record has bytes (fields of length
+// 0): decoding costs a step per field per record, so 16,000 such fields
+// and a data set of one-byte records made a single datagram cost minutes
+// of CPU. With at least a byte per field, the work is linear in the
+// datagram's size.
 func checkTemplate(fields []netflow.Field) error {
+	size := 0
 	for _, f := range fields {
-		if f.Length != 0 {
-			return nil
+		if f.Length == varLength {
+			size++ // at least the length octet
+		} else {
+			size += int(f.Length)
 		}
 	}
-	return errors.New("every field has length 0")
+	switch {
+	case size == 0:
+		return errors.New("every field has length 0")
+	case len(fields) > size:
+		return fmt.Errorf("%d fields in records of %d bytes (fields of length 0)", len(fields), size)
+	}
+	return nil
 }
 
 func (t exporterTemplates) GetTemplate(version uint16, domain uint32, id uint16) (any, error) {
@@ -217,4 +232,16 @@ func (d *Decoder) LoadTemplates(data []byte) error {
 		d.sampling[domainKey{s.Exporter, s.Domain}] = s.Rate
 	}
 	return nil
+}
+
+// TemplateCounts returns how many v9/IPFIX templates (data and options)
+// each exporter has in the cache, for a collector's status page.
+func (d *Decoder) TemplateCounts() map[netip.Addr]int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make(map[netip.Addr]int)
+	for k := range d.templates {
+		out[k.exporter]++
+	}
+	return out
 }
