@@ -9,7 +9,8 @@ import (
 )
 
 // Config says where the collector listens and how it batches. Empty
-// address lists disable that protocol.
+// address lists disable that protocol; numeric fields left at zero take
+// their DefaultConfig values.
 type Config struct {
 	// NetFlow listens for NetFlow v5, v9 and IPFIX (which share a port on
 	// most exporters). Default ":2055".
@@ -32,12 +33,27 @@ type Config struct {
 	FlushEvery time.Duration `koanf:"flush_every"`
 	// TemplatesFile keeps v9/IPFIX templates and learned sampling rates
 	// across restarts, so a restart is not cold. Default
-	// DATA/flow-templates.json (set by the server).
+	// DATA/flow-templates.json (set by the server). Empty: not kept.
 	TemplatesFile string `koanf:"templates_file"`
+	// Backlog is how many full batches each socket may have waiting for
+	// the store before newer ones are dropped (and counted): UDP has no
+	// back-pressure, so a store slower than the exporters can only cost
+	// memory or flows. A batch takes about 170 bytes a flow. Default 10.
+	Backlog int `koanf:"backlog"`
+	// MaxExporters bounds the exporters the collector keeps state for
+	// (counters, templates). Datagrams from further source addresses are
+	// dropped and counted, so spoofed sources cannot exhaust memory.
+	// Default 10000.
+	MaxExporters int `koanf:"max_exporters"`
 }
 
-// Sink stores decoded flows. flowstore.Store implements it. InsertFlows
-// is called by several workers at once.
+// Sink stores decoded flows. flowstore.Store implements it.
+//
+// InsertFlows is called by several workers at once, each with its own
+// batch. The collector reuses the slice once InsertFlows returns, so a
+// sink must not keep it (or anything pointing into it) after returning.
+// An error makes the collector retry the same batch later; nil means the
+// flows are stored.
 type Sink interface {
 	InsertFlows(ctx context.Context, flows []flowstore.Record) error
 }
