@@ -361,7 +361,9 @@ func andFilters(es ...flowfilter.Expr) flowfilter.Expr {
 	}
 	switch len(terms) {
 	case 0:
-		return flowfilter.All{}
+		// No filter at all, not flowfilter.All: the stores answer an
+		// unfiltered series from the rollups, which outlive raw flows.
+		return nil
 	case 1:
 		return terms[0]
 	}
@@ -394,7 +396,11 @@ func (s *flowSelection) selected() FlowSelected {
 	if ch == nil {
 		ch = []string{}
 	}
-	return FlowSelected{From: s.query.Since, To: s.query.Until, Profile: s.profile, Channels: ch, Filter: s.query.Filter.String()}
+	filter := flowfilter.Expr(flowfilter.All{})
+	if s.query.Filter != nil {
+		filter = s.query.Filter
+	}
+	return FlowSelected{From: s.query.Since, To: s.query.Until, Profile: s.profile, Channels: ch, Filter: filter.String()}
 }
 
 // ---- top N ----
