@@ -51,7 +51,8 @@ func rootCmd() *cobra.Command {
   yagura server    run the manager
   yagura agent     enrol and run the host agent
   yagura ctl       administer a manager from the shell
-  yagura fw        check firewall rules and evaluate packets offline`,
+  yagura fw        check firewall rules and evaluate packets offline
+  yagura flowgen   send NetFlow/IPFIX at a steady rate (load tests)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -30,12 +31,14 @@ func addManagerCommands(root *cobra.Command) {
 	srv, simCmd := serverCmd(), sim.Command()
 	addProfileFlag(srv)
 	addProfileFlag(simCmd)
-	root.AddCommand(srv, devCmd(), ctl.Command(), simCmd)
+	root.AddCommand(srv, devCmd(), ctl.Command(), simCmd, flowgenCmd())
 }
 
 var serverFlagKeys = map[string]string{
 	"data-dir": "data_dir", "listen": "http.listen", "log-format": "log.format", "log-level": "log.level",
 	"store-driver": "store.driver", "store-dsn": "store.dsn", "public-url": "http.public_url",
+	"flows": "flows.enabled", "netflow-listen": "flows.collector.netflow", "ipfix-listen": "flows.collector.ipfix",
+	"sflow-listen": "flows.collector.sflow",
 }
 
 func addServerFlags(cmd *cobra.Command, def server.Config) {
@@ -48,6 +51,10 @@ func addServerFlags(cmd *cobra.Command, def server.Config) {
 	f.String("store-dsn", "", "state store location: SQLite file, or postgres://… (env YAGURA_STORE_DSN keeps passwords out of ps)")
 	f.String("log-format", def.Log.Format, "log format: text or json")
 	f.String("log-level", def.Log.Level, "log level: debug, info, warn or error")
+	f.Bool("flows", def.Flows.Enabled, "collect NetFlow, IPFIX and sFlow (UDP) and serve the flow API")
+	f.String("netflow-listen", strings.Join(def.Flows.Collector.NetFlow, ","), "UDP addresses for NetFlow v5/v9 and IPFIX, comma-separated (\"\" turns it off)")
+	f.String("ipfix-listen", strings.Join(def.Flows.Collector.IPFIX, ","), "UDP addresses for IPFIX, comma-separated")
+	f.String("sflow-listen", strings.Join(def.Flows.Collector.SFlow, ","), "UDP addresses for sFlow v5, comma-separated")
 	f.Bool("dump-config", false, "print the effective configuration and exit")
 	f.Bool("check", false, "check the configuration and exit")
 	f.Bool("reset-admin-password", false, "give the user admin a new password and write a new credentials file")
@@ -105,11 +112,15 @@ func devCmd() *cobra.Command {
 	def := server.DefaultConfig()
 	def.DataDir = "yagura-data"
 	def.HTTP.Listen = "127.0.0.1:8443"
+	def.Flows.Collector.NetFlow = []string{"127.0.0.1:2055"}
+	def.Flows.Collector.IPFIX = []string{"127.0.0.1:4739"}
+	def.Flows.Collector.SFlow = []string{"127.0.0.1:6343"}
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a manager and a local agent on this machine, for a first look",
 		Long: `Starts the manager on the embedded store in ./yagura-data, listening on
-https://127.0.0.1:8443, enrols an agent for this machine in the same process,
+https://127.0.0.1:8443 and for flows on 127.0.0.1 (NetFlow 2055, IPFIX 4739,
+sFlow 6343), enrols an agent for this machine in the same process,
 and prints the URL, the CA fingerprint and the administrator's credential
 (also in yagura-data/dev-credentials.json). Ctrl-C stops everything; the next
 run reuses the data folder.`,
@@ -175,6 +186,13 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
 	}
 	g.Go(func() error { return a.Run(gctx) })
 
+	flows, tryFlows := "off (--flows)", ""
+	if fc := cfg.Flows.Collector; cfg.Flows.Enabled {
+		flows = fmt.Sprintf("NetFlow %s, IPFIX %s, sFlow %s (UDP)", strings.Join(fc.NetFlow, " "), strings.Join(fc.IPFIX, " "), strings.Join(fc.SFlow, " "))
+		if len(fc.NetFlow) > 0 {
+			tryFlows = fmt.Sprintf("\n        ./bin/yagura flowgen --to %s --rate 10k --flows 100k && ./bin/yagura ctl flows top", fc.NetFlow[0])
+		}
+	}
 	fmt.Fprintf(out, `
   Yagura is running.  櫓が起動しました。
 
@@ -183,11 +201,12 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
   Administrator      user admin, password %s
   Credentials file   %s (mode 0600)
   Local agent        %s
+  Flow collector     %s
 
-  Try:  ./bin/yagura ctl computers list
+  Try:  ./bin/yagura ctl computers list%s
   Stop: Ctrl-C
 
-`, creds.URL, info.CAFingerprint, creds.Password, info.CredentialsPath, a.ID())
+`, creds.URL, info.CAFingerprint, creds.Password, info.CredentialsPath, a.ID(), flows, tryFlows)
 	return g.Wait()
 }
 
