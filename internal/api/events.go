@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -240,67 +239,18 @@ func (a *API) registerEvents() {
 	})
 }
 
-// exportEvents writes q's events as they come from the store. Once the
-// first byte is out the status cannot change, so a failure midway is logged
-// and the response is aborted (the client sees the body cut off, not a
-// clean end); JSON lines first get an {"error": …} object.
+// exportEvents writes q's events as they come from the store (see
+// exportWriter).
 func (a *API) exportEvents(ctx context.Context, hctx huma.Context, q telemetry.EventQuery, format string) {
-	w := hctx.BodyWriter()
-	flusher, _ := w.(http.Flusher)
-	// An export may stream for longer than the server's write timeout,
-	// which is meant for ordinary answers: each chunk extends it.
-	extend := func() {}
-	if _, rw := unwrapHTTP(hctx); rw != nil {
-		rc := http.NewResponseController(rw)
-		extend = func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Minute)) }
-	}
-	extend()
-	var cw *csv.Writer
-	if format == "json" {
-		hctx.SetHeader("Content-Type", "application/x-ndjson")
-		hctx.SetHeader("Content-Disposition", `attachment; filename="yagura-events.jsonl"`)
-	} else {
-		hctx.SetHeader("Content-Type", "text/csv; charset=utf-8")
-		hctx.SetHeader("Content-Disposition", `attachment; filename="yagura-events.csv"`)
-		_, _ = w.Write([]byte("\ufeff"))
-		cw = csv.NewWriter(w)
-		_ = cw.Write([]string{"time", "computer_id", "id", "type", "severity", "received_at", "data"})
-	}
-	enc := json.NewEncoder(w)
-	n := 0
+	x := newExportWriter(hctx, format, "yagura-events",
+		[]string{"time", "computer_id", "id", "type", "severity", "received_at", "data"})
 	err := a.d.Telemetry.ScanEvents(ctx, q, func(e telemetry.Event) error {
-		n++
-		if cw != nil {
-			if err := cw.Write([]string{e.Time.UTC().Format(time.RFC3339Nano), e.ComputerID, e.ID, e.Type, e.Severity, e.ReceivedAt.UTC().Format(time.RFC3339Nano), e.Data}); err != nil {
-				return err
-			}
-			if n%1000 == 0 {
-				cw.Flush()
-				if flusher != nil {
-					flusher.Flush()
-				}
-				extend()
-				return cw.Error()
-			}
-			return nil
+		if x.csv() {
+			return x.writeCSV([]string{e.Time.UTC().Format(time.RFC3339Nano), e.ComputerID, e.ID, e.Type, e.Severity, e.ReceivedAt.UTC().Format(time.RFC3339Nano), e.Data})
 		}
-		if n%1000 == 0 {
-			extend()
-		}
-		return enc.Encode(eventOut(e))
+		return x.writeJSON(eventOut(e))
 	})
-	if cw != nil {
-		cw.Flush()
-	}
-	if err != nil && ctx.Err() == nil {
-		a.d.Log.Error("export events", "after", n, "err", err)
-		if cw == nil {
-			_ = enc.Encode(map[string]string{"error": "export stopped after " + fmt.Sprint(n) + " events: the telemetry store failed"})
-		}
-		// End the response without its final chunk, so no client can take
-		// a cut-off export for a whole one.
-		panic(http.ErrAbortHandler)
-	}
+	x.finish(ctx, a.d.Log, "events", "telemetry store", err)
 }
 
 // unwrapHTTP returns the net/http request and writer under a huma context

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -341,33 +340,9 @@ func (a *API) selectFlows(ctx context.Context, s FlowSearch) (*flowSelection, er
 		return nil, err
 	}
 	return &flowSelection{
-		query:   flowstore.Query{Since: from, Until: to, Filter: andFilters(pe, ue)},
+		query:   flowstore.Query{Since: from, Until: to, Filter: flowfilter.AndAll(pe, ue)},
 		profile: p.ID, channels: channels, exporters: x,
 	}, nil
-}
-
-// andFilters joins filters, leaving out those that match everything and
-// flattening nested conjunctions as the parser does.
-func andFilters(es ...flowfilter.Expr) flowfilter.Expr {
-	var terms []flowfilter.Expr
-	for _, e := range es {
-		switch e := e.(type) {
-		case nil, flowfilter.All:
-		case flowfilter.And:
-			terms = append(terms, e.Terms...)
-		default:
-			terms = append(terms, e)
-		}
-	}
-	switch len(terms) {
-	case 0:
-		// No filter at all, not flowfilter.All: the stores answer an
-		// unfiltered series from the rollups, which outlive raw flows.
-		return nil
-	case 1:
-		return terms[0]
-	}
-	return flowfilter.And{Terms: terms}
 }
 
 func (a *API) flowStoreErr(what string, err error) error {
@@ -787,62 +762,19 @@ func seriesCSV(s *FlowSeries) [][]string {
 }
 
 // exportFlows streams the flows sel selects, as events are exported (see
-// exportEvents): CSV with a byte order mark, or JSON lines; a failure
+// exportWriter): CSV with a byte order mark, or JSON lines; a failure
 // midway aborts the response so that no client takes a cut-off export for
 // a whole one.
 func (a *API) exportFlows(ctx context.Context, hctx huma.Context, sel *flowSelection, format string, limit int) {
-	w := hctx.BodyWriter()
-	flusher, _ := w.(http.Flusher)
-	extend := func() {}
-	if _, rw := unwrapHTTP(hctx); rw != nil {
-		rc := http.NewResponseController(rw)
-		extend = func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Minute)) }
-	}
-	extend()
-	var cw *csv.Writer
-	if format == "json" {
-		hctx.SetHeader("Content-Type", "application/x-ndjson")
-		hctx.SetHeader("Content-Disposition", `attachment; filename="yagura-flows.jsonl"`)
-	} else {
-		hctx.SetHeader("Content-Type", "text/csv; charset=utf-8")
-		hctx.SetHeader("Content-Disposition", `attachment; filename="yagura-flows.csv"`)
-		_, _ = w.Write([]byte("\ufeff"))
-		cw = csv.NewWriter(w)
-		_ = cw.Write(flowCSVHeader)
-	}
-	enc := json.NewEncoder(w)
-	n := 0
+	x := newExportWriter(hctx, format, "yagura-flows", flowCSVHeader)
 	err := a.d.Flows.ScanFlows(ctx, flowstore.ListQuery{Query: sel.query, Limit: limit}, func(r flowstore.Record, _ flowstore.Cursor) error {
-		n++
 		f := sel.exporters.flowOut(r)
-		if n%1000 == 0 {
-			extend()
+		if x.csv() {
+			return x.writeCSV(flowCSV(f))
 		}
-		if cw == nil {
-			return enc.Encode(f)
-		}
-		if err := cw.Write(flowCSV(f)); err != nil {
-			return err
-		}
-		if n%1000 == 0 {
-			cw.Flush()
-			if flusher != nil {
-				flusher.Flush()
-			}
-			return cw.Error()
-		}
-		return nil
+		return x.writeJSON(f)
 	})
-	if cw != nil {
-		cw.Flush()
-	}
-	if err != nil && ctx.Err() == nil {
-		a.d.Log.Error("export flows", "after", n, "err", err)
-		if cw == nil {
-			_ = enc.Encode(map[string]string{"error": "export stopped after " + strconv.Itoa(n) + " flows: the flow store failed"})
-		}
-		panic(http.ErrAbortHandler)
-	}
+	x.finish(ctx, a.d.Log, "flows", "flow store", err)
 }
 
 // ---- exporters ----

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 	"github.com/yagura/yagura/internal/flowstore"
 )
 
@@ -28,19 +29,19 @@ type benchStream struct {
 }
 
 func benchStreams() []benchStream {
-	var v5 []v5Record
-	var v9, ipfix wire
+	var v5 []flowdecodetest.Wire
+	var v9, ipfix flowdecodetest.Wire
 	for i := range 30 {
 		src := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
-		v5 = append(v5, v5Record{src, "192.0.2.80", uint16(40000 + i), 443, 6, uint32(i + 1), uint32(100 * (i + 1))})
-		v9 = v9.raw(v9Record260(src, "10.2.2.2", uint16(40000+i), 80, uint32(100*(i+1)), uint32(i+1)))
-		ipfix = ipfix.raw(ipfixRecord300("2001:db8::1", "2001:db8::2", uint16(40000+i), 53, uint64(100*(i+1)), uint64(i+1),
+		v5 = append(v5, flowdecodetest.V5Record(src, "192.0.2.80", uint16(40000+i), 443, 6, uint32(i+1), uint32(100*(i+1))))
+		v9 = v9.Raw(flowdecodetest.V9Record260(src, "10.2.2.2", uint16(40000+i), 80, uint32(100*(i+1)), uint32(i+1)))
+		ipfix = ipfix.Raw(ipfixRecord300("2001:db8::1", "2001:db8::2", uint16(40000+i), 53, uint64(100*(i+1)), uint64(i+1),
 			1_700_000_000_250, 1_700_000_003_750))
 	}
 	return []benchStream{
-		{"v5", nil, v5Datagram(0, v5...)},
-		{"v9", v9Datagram(7, v9Template260), v9Datagram(7, set(260, v9))},
-		{"ipfix", ipfixDatagram(42, ipfixTemplate300), ipfixDatagram(42, set(300, ipfix))},
+		{"v5", nil, flowdecodetest.V5Datagram(0, v5...)},
+		{"v9", flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260()), flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, v9))},
+		{"ipfix", flowdecodetest.IPFIXDatagram(42, ipfixTemplate300), flowdecodetest.IPFIXDatagram(42, flowdecodetest.Set(300, ipfix))},
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/yagura/yagura/internal/flowdecode"
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 	"github.com/yagura/yagura/internal/flowstore"
 )
 
@@ -239,16 +240,16 @@ func exporterView(x ExporterStatus) ExporterStatus {
 }
 
 var (
-	v5Export   = time.Unix(testUnix, 500_000_000).UTC()
-	v9Export   = time.Unix(testUnix, 0).UTC()
+	v5Export   = time.Unix(flowdecodetest.Unix, 500_000_000).UTC()
+	v9Export   = time.Unix(flowdecodetest.Unix, 0).UTC()
 	localhost1 = addr("127.0.0.1")
 )
 
 func TestNetFlowV5(t *testing.T) {
 	e := start(t, testConfig(), &recordingSink{})
-	e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0,
-		v5Record{"10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500},
-		v5Record{"192.0.2.7", "198.51.100.9", 0, 8 << 8, 1, 1, 84}))
+	e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0,
+		flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500),
+		flowdecodetest.V5Record("192.0.2.7", "198.51.100.9", 0, 8<<8, 1, 1, 84)))
 	got := e.received()
 	base := flowstore.Record{
 		TimeStart: v5Export.Add(-3 * time.Second), TimeEnd: v5Export.Add(-2 * time.Second),
@@ -286,7 +287,7 @@ func TestNetFlowV9(t *testing.T) {
 	e := start(t, testConfig(), &recordingSink{})
 
 	// Data before its template: counted as a template miss, nothing stored.
-	e.send("127.0.0.1", ListenerNetFlow, v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+	e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
 	if got := e.received(); len(got) != 0 {
 		t.Fatalf("stored %d flows before the template", len(got))
 	}
@@ -301,8 +302,8 @@ func TestNetFlowV9(t *testing.T) {
 
 	// Template and data in one datagram, then data alone.
 	e.send("127.0.0.1", ListenerNetFlow,
-		v9Datagram(7, v9Template260, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))),
-		v9Datagram(7, set(260, v9Record260("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1).raw(v9Record260("10.1.1.5", "10.2.2.6", 6666, 53, 80, 2)))))
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))),
+		flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1).Raw(flowdecodetest.V9Record260("10.1.1.5", "10.2.2.6", 6666, 53, 80, 2)))))
 	want := []flowstore.Record{
 		v9Rec("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5, 1),
 		v9Rec("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1, 1),
@@ -324,8 +325,8 @@ func TestIPFIX(t *testing.T) {
 	e := start(t, testConfig(), &recordingSink{})
 	start, end := time.UnixMilli(1_700_000_000_250).UTC(), time.UnixMilli(1_700_000_003_750).UTC()
 	e.send("127.0.0.1", ListenerIPFIX,
-		ipfixDatagram(42, ipfixTemplate300,
-			set(300, ipfixRecord300("2001:db8::1", "2001:db8::2", 53000, 53, 1<<33, 3, uint64(start.UnixMilli()), uint64(end.UnixMilli())))),
+		flowdecodetest.IPFIXDatagram(42, ipfixTemplate300,
+			flowdecodetest.Set(300, ipfixRecord300("2001:db8::1", "2001:db8::2", 53000, 53, 1<<33, 3, uint64(start.UnixMilli()), uint64(end.UnixMilli())))),
 		// A malformed datagram: counted, not stored.
 		[]byte{0, 10, 0, 3})
 	want := []flowstore.Record{{
@@ -352,7 +353,7 @@ func TestIPFIX(t *testing.T) {
 func TestSFlow(t *testing.T) {
 	e := start(t, testConfig(), &recordingSink{})
 	before := time.Now().UTC()
-	e.send("127.0.0.1", ListenerSFlow, sflowDatagram(1, 1514))
+	e.send("127.0.0.1", ListenerSFlow, flowdecodetest.SFlowDatagram(1, 1514))
 	got := e.received()
 	if len(got) != 1 {
 		t.Fatalf("stored %d flows, want 1", len(got))
@@ -387,11 +388,11 @@ func TestSampling(t *testing.T) {
 	)
 	// v9: the rate comes in options data (sampling interval, IE 34).
 	e.send(v9Exp, ListenerNetFlow,
-		v9Datagram(7, v9Template260, v9OptionsTemplate270, v9OptionsData270(100)),
-		v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100)),
+		flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
 	// v5: sampling_interval 100, deterministic mode (01 in the top bits).
-	e.send(v5Exp, ListenerNetFlow, v5Datagram(0x4000|100, v5Record{"10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500}))
-	e.send(sflowExp, ListenerSFlow, sflowDatagram(100, 1514))
+	e.send(v5Exp, ListenerNetFlow, flowdecodetest.V5Datagram(0x4000|100, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500)))
+	e.send(sflowExp, ListenerSFlow, flowdecodetest.SFlowDatagram(100, 1514))
 
 	byExporter := map[string][]flowstore.Record{}
 	for _, r := range e.received() {
@@ -430,7 +431,7 @@ func TestSampling(t *testing.T) {
 
 	// An administrator's override wins over what the exporter says.
 	e.c.SetExporterSettings(map[netip.Addr]ExporterSettings{addr(v5Exp): {Name: "edge-1", SamplingRate: 10}})
-	e.send(v5Exp, ListenerNetFlow, v5Datagram(0x4000|100, v5Record{"10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500}))
+	e.send(v5Exp, ListenerNetFlow, flowdecodetest.V5Datagram(0x4000|100, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500)))
 	got := e.received()
 	last := got[len(got)-1]
 	if last.SamplingRate != 10 || last.Bytes != 15000 || last.Packets != 100 {
@@ -446,7 +447,7 @@ func TestSampling(t *testing.T) {
 	}
 
 	// The exporter changes its rate: flows follow, and the change is flagged.
-	e.send(v5Exp, ListenerNetFlow, v5Datagram(0x4000|1000, v5Record{"10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500}))
+	e.send(v5Exp, ListenerNetFlow, flowdecodetest.V5Datagram(0x4000|1000, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 40000, 443, 6, 10, 1500)))
 	got = e.received()
 	if last := got[len(got)-1]; last.SamplingRate != 1000 || last.Bytes != 1_500_000 {
 		t.Errorf("after the change: rate %d, bytes %d; want 1000, 1500000", last.SamplingRate, last.Bytes)
@@ -459,7 +460,7 @@ func TestSampling(t *testing.T) {
 	// The v9 exporter's rate was learned; a record that says nothing keeps
 	// it (flowdecode remembers it per domain), but a new domain of the
 	// same exporter that never sends a rate is flagged as missing.
-	e.send(v9Exp, ListenerNetFlow, v9Datagram(8, v9Template260, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+	e.send(v9Exp, ListenerNetFlow, flowdecodetest.V9Datagram(8, flowdecodetest.V9Template260(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
 	got = e.received()
 	if last := got[len(got)-1]; last.SamplingRate != 1 || last.Bytes != 1000 {
 		t.Errorf("unsampled domain: rate %d, bytes %d; want 1, 1000", last.SamplingRate, last.Bytes)
@@ -477,7 +478,7 @@ func TestTemplatePersistence(t *testing.T) {
 	cfg.TemplatesFile = filepath.Join(t.TempDir(), "flow-templates.json")
 
 	first := start(t, cfg, &recordingSink{})
-	first.send("127.0.0.1", ListenerNetFlow, v9Datagram(7, v9Template260, v9OptionsTemplate270, v9OptionsData270(100)))
+	first.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100)))
 	first.received()
 	first.stop()
 	if _, err := os.Stat(cfg.TemplatesFile); err != nil {
@@ -485,7 +486,7 @@ func TestTemplatePersistence(t *testing.T) {
 	}
 
 	second := start(t, cfg, &recordingSink{})
-	second.send("127.0.0.1", ListenerNetFlow, v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+	second.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
 	want := []flowstore.Record{v9Rec("10.1.1.1", "10.2.2.2", 1234, 80, 100_000, 500, 100)}
 	if diff := diffRecords(second.received(), want); diff != "" {
 		t.Errorf("after restart (-got +want):\n%s", diff)
@@ -500,11 +501,11 @@ func TestTemplatePersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	third := start(t, cfg, &recordingSink{})
-	third.send("127.0.0.1", ListenerNetFlow, v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+	third.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
 	if got := third.received(); len(got) != 0 {
 		t.Errorf("with a corrupt templates file: %d flows stored, want 0", len(got))
 	}
-	third.send("127.0.0.1", ListenerNetFlow, v9Datagram(7, v9Template260))
+	third.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260()))
 	third.received()
 	third.stop()
 	data, err := os.ReadFile(cfg.TemplatesFile)
@@ -522,7 +523,7 @@ func TestSinkFailures(t *testing.T) {
 	sink := &recordingSink{failN: 3}
 	e := start(t, testConfig(), sink)
 	for i := range 5 {
-		e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", uint16(1000 + i), 443, 6, 1, 100}))
+		e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(1000+i), 443, 6, 1, 100)))
 	}
 	got := e.received()
 	if len(got) != 5 {
@@ -551,9 +552,9 @@ func TestShutdownFlushes(t *testing.T) {
 	cfg := testConfig()
 	cfg.TemplatesFile = filepath.Join(t.TempDir(), "templates.json")
 	e := start(t, cfg, sink)
-	e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0,
-		v5Record{"10.0.0.1", "10.0.0.2", 1, 2, 6, 1, 100}, v5Record{"10.0.0.3", "10.0.0.4", 3, 4, 17, 2, 200}))
-	e.send("127.0.0.1", ListenerSFlow, sflowDatagram(1, 64))
+	e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0,
+		flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 2, 6, 1, 100), flowdecodetest.V5Record("10.0.0.3", "10.0.0.4", 3, 4, 17, 2, 200)))
+	e.send("127.0.0.1", ListenerSFlow, flowdecodetest.SFlowDatagram(1, 64))
 	e.waitDatagrams(e.sent)
 	e.stop()
 	if got := len(sink.stored()); got != 3 {
@@ -578,8 +579,8 @@ func TestBacklogFull(t *testing.T) {
 	// written (held), Backlog=1 waits, one is being filled; later ones
 	// are dropped.
 	for i := range 10 {
-		e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0,
-			v5Record{"10.0.0.1", "10.0.0.2", uint16(i), 1, 6, 1, 100}, v5Record{"10.0.0.1", "10.0.0.2", uint16(i), 2, 6, 1, 100}))
+		e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0,
+			flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(i), 1, 6, 1, 100), flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(i), 2, 6, 1, 100)))
 	}
 	e.waitDatagrams(e.sent)
 	dropped := value(e.c.m.dropped)
@@ -606,7 +607,7 @@ func TestSockets(t *testing.T) {
 	const senders = 32
 	for i := range senders {
 		// A new socket, so a new source port, each time.
-		e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", uint16(i), 443, 6, 1, 100}))
+		e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(i), 443, 6, 1, 100)))
 	}
 	if got := len(e.received()); got != senders {
 		t.Errorf("stored %d flows, want %d", got, senders)
@@ -634,7 +635,7 @@ func TestKernelDrops(t *testing.T) {
 	e := start(t, cfg, &recordingSink{}, func(c *Collector) {
 		c.testHookRead = func() { once.Do(func() { <-gate }) }
 	})
-	payload := v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100})
+	payload := flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100))
 	for range 200 {
 		e.send("127.0.0.1", ListenerNetFlow, payload)
 	}
@@ -666,9 +667,9 @@ func TestExportersAndLimit(t *testing.T) {
 			mu.Unlock()
 		})
 	})
-	payload := v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100})
+	payload := flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100))
 	e.send("127.0.0.9", ListenerNetFlow, payload, payload)
-	e.send("127.0.0.5", ListenerSFlow, sflowDatagram(1, 64))
+	e.send("127.0.0.5", ListenerSFlow, flowdecodetest.SFlowDatagram(1, 64))
 	// The sockets are read concurrently: make sure the third exporter
 	// comes last.
 	e.received()
@@ -700,7 +701,7 @@ func TestTimedFlush(t *testing.T) {
 	cfg.FlushEvery = 50 * time.Millisecond
 	sink := &recordingSink{}
 	e := start(t, cfg, sink)
-	e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100}))
+	e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100)))
 	deadline := time.Now().Add(5 * time.Second)
 	for len(sink.stored()) == 0 {
 		if time.Now().After(deadline) {
@@ -782,7 +783,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		cfg.Sockets = 2
 		cfg.FlushEvery = 10 * time.Millisecond
 		e := start(t, cfg, &recordingSink{failN: 1})
-		e.send("127.0.0.1", ListenerNetFlow, v5Datagram(0, v5Record{"10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100}))
+		e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 443, 6, 1, 100)))
 		e.received()
 		e.stop()
 	}

@@ -58,8 +58,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate reports the first thing wrong with c, naming the setting (as
-// in the configuration file, under flows.collector) and how to fix it.
+// Validate reports the first thing wrong with c (after defaults), naming
+// the setting (as in the configuration file, under flows.collector) and how
+// to fix it.
+func (c Config) Validate() error {
+	return c.withDefaults().validate()
+}
+
 func (c Config) validate() error {
 	switch {
 	case c.Sockets < 0 || c.Sockets > 256:

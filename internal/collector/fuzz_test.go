@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/yagura/yagura/internal/flowdecode"
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 )
 
 // handleWorker returns a worker with no socket, for feeding datagrams to
@@ -20,8 +21,8 @@ func handleWorker(tb testing.TB, protocol string) *worker {
 		tb.Fatal(err)
 	}
 	for _, p := range [][]byte{
-		v9Datagram(7, v9Template260, v9OptionsTemplate270, v9OptionsData270(100)),
-		ipfixDatagram(42, ipfixTemplate300),
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100)),
+		flowdecodetest.IPFIXDatagram(42, ipfixTemplate300),
 	} {
 		if _, err := c.dec.DecodeNetFlow(fuzzExporter, p, time.Now()); err != nil {
 			tb.Fatal(err)
@@ -36,10 +37,10 @@ var fuzzExporter = netip.MustParseAddr("192.0.2.1")
 // a received datagram to a stored record: no panic, and every record
 // keeps its raw counters recoverable (Bytes = raw × SamplingRate).
 func FuzzHandle(f *testing.F) {
-	f.Add(false, v5Datagram(0x4000|100, v5Record{"10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4}))
-	f.Add(false, v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
-	f.Add(false, ipfixDatagram(42, set(300, ipfixRecord300("2001:db8::1", "2001:db8::2", 1, 2, 3, 4, 5, 6))))
-	f.Add(true, sflowDatagram(100, 1514))
+	f.Add(false, flowdecodetest.V5Datagram(0x4000|100, flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)))
+	f.Add(false, flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))))
+	f.Add(false, flowdecodetest.IPFIXDatagram(42, flowdecodetest.Set(300, ipfixRecord300("2001:db8::1", "2001:db8::2", 1, 2, 3, 4, 5, 6))))
+	f.Add(true, flowdecodetest.SFlowDatagram(100, 1514))
 	f.Add(true, []byte{0, 0, 0, 5})
 	f.Fuzz(func(t *testing.T, sflow bool, payload []byte) {
 		protocol := ListenerNetFlow

@@ -33,7 +33,8 @@ type Config struct {
 	FlushEvery time.Duration `koanf:"flush_every"`
 	// TemplatesFile keeps v9/IPFIX templates and learned sampling rates
 	// across restarts, so a restart is not cold. Default
-	// DATA/flow-templates.json (set by the server). Empty: not kept.
+	// DATA/flow-templates.json (the server fills it in; a Collector built
+	// directly with it empty keeps nothing).
 	TemplatesFile string `koanf:"templates_file"`
 	// Backlog is how many full batches each socket may have waiting for
 	// the store before newer ones are dropped (and counted): UDP has no

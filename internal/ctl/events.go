@@ -1,22 +1,17 @@
 package ctl
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/telemetry"
@@ -353,29 +348,7 @@ If the manager's store fails midway, the command says so and exits non-zero.`,
 				return err
 			}
 			q.Set("format", format)
-			toFile := out != "" && out != "-"
-			if toFile {
-				if _, err := os.Lstat(out); err == nil && !force {
-					return fmt.Errorf("%s exists; choose another name with -O or pass --force to replace it", out)
-				}
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Stream(cmd.Context(), "/api/v1/events/export", q)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if !toFile {
-				var tail tailWriter
-				if _, err := io.Copy(io.MultiWriter(cmd.OutOrStdout(), &tail), resp.Body); err != nil {
-					return fmt.Errorf("export events: %w", err)
-				}
-				return tail.complete(format)
-			}
-			return exportToFile(cmd, resp.Body, out, format)
+			return g.export(cmd, "events", "/api/v1/events/export", q, format, out, force)
 		},
 	}
 	s.addFlags(export)
@@ -383,95 +356,4 @@ If the manager's store fails midway, the command says so and exits non-zero.`,
 	export.Flags().StringVarP(&out, "output-file", "O", "", "write to this file (default: standard output)")
 	export.Flags().BoolVar(&force, "force", false, "replace an existing file")
 	return export
-}
-
-// exportToFile copies an export into a temporary file beside out and
-// renames it into place only when the export is complete.
-func exportToFile(cmd *cobra.Command, body io.Reader, out, format string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	stderr := cmd.ErrOrStderr()
-	// The total is unknown until the end: a spinner with the bytes so far.
-	// Not drawn into logs and pipes, where carriage returns are noise.
-	bar := progressbar.NewOptions64(-1,
-		progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetVisibility(isTerminal(stderr)),
-		progressbar.OptionSetDescription("exporting events"),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionSpinnerType(14),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
-	var tail tailWriter
-	n, err := io.Copy(io.MultiWriter(tmp, bar, &tail), body)
-	_ = bar.Finish() // also stops the spinner's goroutine
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("export events: %w (%s not written)", err, out)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := tail.complete(format); err != nil {
-		return fmt.Errorf("%w (%s not written)", err, out)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "%s: %s\n", out, byteSize(n))
-	return nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// tailWriter keeps the end of a stream, to tell a complete export from one
-// the manager cut short (see api.exportEvents: a truncated CSV lacks its
-// last newline; truncated JSON lines end with an {"error": …} object).
-type tailWriter struct {
-	n    int64
-	tail []byte
-}
-
-const tailSize = 1024
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.n += int64(len(p))
-	if len(p) >= tailSize {
-		t.tail = append(t.tail[:0], p[len(p)-tailSize:]...)
-		return len(p), nil
-	}
-	t.tail = append(t.tail, p...)
-	if len(t.tail) > tailSize {
-		t.tail = append(t.tail[:0], t.tail[len(t.tail)-tailSize:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailWriter) complete(format string) error {
-	if t.n == 0 {
-		if format == "csv" {
-			return fmt.Errorf("export events: the manager sent nothing, not even the CSV header; see its log")
-		}
-		return nil
-	}
-	if t.tail[len(t.tail)-1] != '\n' {
-		return fmt.Errorf("export events: the export stopped early (its last line is incomplete); the manager's log says why")
-	}
-	if format == "json" {
-		body := t.tail[:len(t.tail)-1]
-		last := body[bytes.LastIndexByte(body, '\n')+1:]
-		var e struct {
-			Error string `json:"error"`
-		}
-		if bytes.HasPrefix(last, []byte(`{"error":`)) && json.Unmarshal(last, &e) == nil && e.Error != "" {
-			return fmt.Errorf("export events: %s; the manager's log says why", e.Error)
-		}
-	}
-	return nil
 }

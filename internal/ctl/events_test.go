@@ -97,7 +97,7 @@ func TestTailWriterComplete(t *testing.T) {
 			if len(w.tail) > tailSize {
 				t.Errorf("tail holds %d bytes, more than %d", len(w.tail), tailSize)
 			}
-			err := w.complete(tt.format)
+			err := w.complete("events", tt.format)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Errorf("complete: %v", err)
@@ -108,6 +108,11 @@ func TestTailWriterComplete(t *testing.T) {
 				t.Errorf("complete = %v; want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+	// Flow exports share the check; the error names what was exported.
+	var w tailWriter
+	if err := w.complete("flows", "csv"); err == nil || !strings.HasPrefix(err.Error(), "export flows: ") {
+		t.Errorf("complete(flows) = %v; want an error starting with %q", err, "export flows: ")
 	}
 }
 

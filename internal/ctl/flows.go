@@ -8,14 +8,11 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/yagura/yagura/internal/api"
@@ -485,29 +482,7 @@ under its name only once the export is complete.`,
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			toFile := out != "" && out != "-"
-			if toFile && !force {
-				if _, err := os.Lstat(out); err == nil {
-					return fmt.Errorf("%s exists; choose another name with -O or pass --force to replace it", out)
-				}
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Stream(cmd.Context(), "/api/v1/flows/export", q)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if !toFile {
-				var tail tailWriter
-				if _, err := io.Copy(io.MultiWriter(cmd.OutOrStdout(), &tail), resp.Body); err != nil {
-					return fmt.Errorf("export flows: %w", err)
-				}
-				return flowExportComplete(&tail, format)
-			}
-			return exportFlowsToFile(cmd, resp.Body, out, format)
+			return g.export(cmd, "flows", "/api/v1/flows/export", q, format, out, force)
 		},
 	}
 	s.addFlags(export)
@@ -517,53 +492,6 @@ under its name only once the export is complete.`,
 	f.IntVar(&limit, "limit", 0, "at most this many flows (0: all)")
 	f.BoolVar(&force, "force", false, "replace an existing file")
 	return export
-}
-
-// flowExportComplete tells a complete export from one the manager cut
-// short, as for events.
-func flowExportComplete(t *tailWriter, format string) error {
-	if err := t.complete(format); err != nil {
-		return errors.New(strings.Replace(err.Error(), "export events", "export flows", 1))
-	}
-	return nil
-}
-
-// exportFlowsToFile copies an export into a temporary file beside out,
-// with a spinner, and renames it into place only when it is complete.
-func exportFlowsToFile(cmd *cobra.Command, body io.Reader, out, format string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	stderr := cmd.ErrOrStderr()
-	bar := progressbar.NewOptions64(-1,
-		progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetVisibility(isTerminal(stderr)),
-		progressbar.OptionSetDescription("exporting flows"),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionSpinnerType(14),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
-	var tail tailWriter
-	n, err := io.Copy(io.MultiWriter(tmp, bar, &tail), body)
-	_ = bar.Finish()
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("export flows: %w (%s not written)", err, out)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := flowExportComplete(&tail, format); err != nil {
-		return fmt.Errorf("%w (%s not written)", err, out)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "%s: %s\n", out, byteSize(n))
-	return nil
 }
 
 // samplingText says the rate in use and where it came from.

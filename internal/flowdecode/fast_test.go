@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/netsampler/goflow2/v2/decoders/netflowlegacy"
+
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 )
 
 // decodeV5Goflow2 is the NetFlow v5 decoder flowdecode used before it read
@@ -98,10 +100,10 @@ func fastPathSeeds() [][]byte {
 	return [][]byte{
 		v9Datagram30(),
 		ipfixDatagram30(),
-		v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)), set(999, wire{}.u32(1))),
-		ipfixDatagram(42, set(301, wire{}.ip("2001:db8::1").u8(3).raw([]byte("abc")).u8(255).u16(2).u16(7))),
-		ipfixDatagram(42, set(300, wire{}.ip("10.0.0.1"))),                       // truncated record
-		v9Datagram(7, set(270, wire{}.u32(0).u32(100)), set(260, wire{}.pad(3))), // options data: slow path
+		flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)), flowdecodetest.Set(999, flowdecodetest.Wire{}.U32(1))),
+		flowdecodetest.IPFIXDatagram(42, flowdecodetest.Set(301, flowdecodetest.Wire{}.IP("2001:db8::1").U8(3).Raw([]byte("abc")).U8(255).U16(2).U16(7))),
+		flowdecodetest.IPFIXDatagram(42, flowdecodetest.Set(300, flowdecodetest.Wire{}.IP("10.0.0.1"))),                                                     // truncated record
+		flowdecodetest.V9Datagram(7, flowdecodetest.Set(270, flowdecodetest.Wire{}.U32(0).U32(100)), flowdecodetest.Set(260, flowdecodetest.Wire{}.Pad(3))), // options data: slow path
 	}
 }
 
@@ -116,8 +118,8 @@ func (d *Decoder) clone() *Decoder {
 func primeTemplates(t testing.TB, d *Decoder) {
 	t.Helper()
 	for _, p := range [][]byte{
-		v9Datagram(7, v9Template260, v9OptionsTemplate270),
-		ipfixDatagram(42, ipfixTemplate300, set(2, templateBody(301, field{27, 16}, field{82, 0xffff}, field{1, 0xffff}))),
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270()),
+		flowdecodetest.IPFIXDatagram(42, ipfixTemplate300, flowdecodetest.Set(2, flowdecodetest.TemplateBody(301, flowdecodetest.Field{27, 16}, flowdecodetest.Field{82, 0xffff}, flowdecodetest.Field{1, 0xffff}))),
 	} {
 		if _, err := d.DecodeNetFlow(exporterA, p, recvTime); err != nil {
 			t.Fatal(err)
@@ -176,7 +178,7 @@ func TestFastPathSeeds(t *testing.T) {
 
 func TestSkipCommunityID(t *testing.T) {
 	d := NewWithOptions(Options{SkipCommunityID: true})
-	for _, p := range [][]byte{v5Datagram(), v9Datagram(7, v9Template260, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1, 2, 3, 4)))} {
+	for _, p := range [][]byte{v5Datagram(), flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1, 2, 3, 4)))} {
 		flows, err := d.DecodeNetFlow(exporterA, p, recvTime)
 		if err != nil || len(flows) == 0 {
 			t.Fatalf("%d flows, error %v", len(flows), err)
@@ -187,7 +189,7 @@ func TestSkipCommunityID(t *testing.T) {
 			}
 		}
 	}
-	flows, err := d.DecodeSFlow(exporterA, sflowDatagram(10), recvTime)
+	flows, err := d.DecodeSFlow(exporterA, flowdecodetest.SFlowDatagram(10, 1514), recvTime)
 	if err != nil || len(flows) != 1 || flows[0].CommunityID != "" {
 		t.Errorf("sflow: %+v, %v", flows, err)
 	}

@@ -10,13 +10,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 )
 
 var (
 	exporterA = netip.MustParseAddr("192.0.2.1")
 	exporterB = netip.MustParseAddr("192.0.2.2")
 	recvTime  = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	exportT   = time.Unix(testUnix, 0).UTC()
+	exportT   = time.Unix(flowdecodetest.Unix, 0).UTC()
 )
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -34,7 +36,7 @@ func TestDecodeNetFlowV5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	export := time.Unix(testUnix, 500_000_000).UTC()
+	export := time.Unix(flowdecodetest.Unix, 500_000_000).UTC()
 	base := Flow{
 		TimeStart: export.Add(-3 * time.Second), TimeEnd: export.Add(-2 * time.Second),
 		Exporter: exporterA, ObservationDomain: 1<<8 | 2, InIf: 1, OutIf: 2, IPVersion: 4,
@@ -78,20 +80,20 @@ func TestDecodeNetFlowV9(t *testing.T) {
 		{
 			name:     "template and data",
 			exporter: exporterA,
-			payload: v9Datagram(7, v9Template260, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5).
-				raw(v9Record260("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1)))),
+			payload: flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5).
+				Raw(flowdecodetest.V9Record260("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1)))),
 			want: []Flow{v9Flow("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5), v9Flow("10.1.1.3", "10.2.2.4", 5555, 22, 64, 1)},
 		},
 		{
 			name:     "data only once the template is known",
 			exporter: exporterA,
-			payload:  v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 2000, 6))),
+			payload:  flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 2000, 6))),
 			want:     []Flow{v9Flow("10.1.1.1", "10.2.2.2", 1234, 80, 2000, 6)},
 		},
 		{
 			name:        "unknown template is skipped, other sets decoded",
 			exporter:    exporterA,
-			payload:     v9Datagram(7, set(300, wire{}.u32(1)), set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
+			payload:     flowdecodetest.V9Datagram(7, flowdecodetest.Set(300, flowdecodetest.Wire{}.U32(1)), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
 			want:        []Flow{v9Flow("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1)},
 			wantErr:     "netflow v9 from 192.0.2.1: domain 7: flowset 1: template 300 unknown (waiting for a template)",
 			wantUnknown: true,
@@ -99,34 +101,34 @@ func TestDecodeNetFlowV9(t *testing.T) {
 		{
 			name:        "templates are per exporter",
 			exporter:    exporterB,
-			payload:     v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
+			payload:     flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
 			wantErr:     "netflow v9 from 192.0.2.2: domain 7: flowset 1: template 260 unknown",
 			wantUnknown: true,
 		},
 		{
 			name:        "templates are per observation domain",
 			exporter:    exporterA,
-			payload:     v9Datagram(8, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
+			payload:     flowdecodetest.V9Datagram(8, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 3, 1))),
 			wantErr:     "template 260 unknown",
 			wantUnknown: true,
 		},
 		{
 			name:     "options template with sampling interval",
 			exporter: exporterA,
-			payload: v9Datagram(7, v9OptionsTemplate270, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)),
-				v9OptionsData270(100)),
+			payload: flowdecodetest.V9Datagram(7, flowdecodetest.V9OptionsTemplate270(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)),
+				flowdecodetest.V9OptionsData270(100)),
 			want: []Flow{sampled(v9Flow("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1))},
 		},
 		{
 			name:     "sampling rate remembered",
 			exporter: exporterA,
-			payload:  v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1))),
+			payload:  flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1))),
 			want:     []Flow{sampled(v9Flow("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1))},
 		},
 		{
 			name:     "truncated flowset",
 			exporter: exporterA,
-			payload:  v9Datagram(7, wire{}.u16(260).u16(3)), // length shorter than the set header
+			payload:  flowdecodetest.V9Datagram(7, flowdecodetest.Wire{}.U16(260).U16(3)), // length shorter than the set header
 			wantErr:  "netflow v9 from 192.0.2.1: flowset 1:",
 		},
 	}
@@ -158,12 +160,12 @@ func TestDecodeIPFIX(t *testing.T) {
 	d := New()
 	start := time.UnixMilli(1_700_000_000_250).UTC()
 	end := time.UnixMilli(1_700_000_003_750).UTC()
-	tmpl := set(2, templateBody(300,
-		field{27, 16}, field{28, 16}, field{7, 2}, field{11, 2}, field{4, 1}, field{6, 2},
-		field{10, 4}, field{14, 4}, field{1, 8}, field{2, 8}, field{152, 8}, field{153, 8}, field{60, 1}, field{305, 4}))
-	data := set(300, wire{}.ip("2001:db8::1").ip("2001:db8::2").u16(443).u16(51000).u8(6).u16(0x18).
-		u32(10).u32(20).u64(1<<33).u64(3).u64(uint64(start.UnixMilli())).u64(uint64(end.UnixMilli())).u8(6).u32(512))
-	got, err := d.DecodeNetFlow(exporterA, ipfixDatagram(42, tmpl, data), recvTime)
+	tmpl := flowdecodetest.Set(2, flowdecodetest.TemplateBody(300,
+		flowdecodetest.Field{27, 16}, flowdecodetest.Field{28, 16}, flowdecodetest.Field{7, 2}, flowdecodetest.Field{11, 2}, flowdecodetest.Field{4, 1}, flowdecodetest.Field{6, 2},
+		flowdecodetest.Field{10, 4}, flowdecodetest.Field{14, 4}, flowdecodetest.Field{1, 8}, flowdecodetest.Field{2, 8}, flowdecodetest.Field{152, 8}, flowdecodetest.Field{153, 8}, flowdecodetest.Field{60, 1}, flowdecodetest.Field{305, 4}))
+	data := flowdecodetest.Set(300, flowdecodetest.Wire{}.IP("2001:db8::1").IP("2001:db8::2").U16(443).U16(51000).U8(6).U16(0x18).
+		U32(10).U32(20).U64(1<<33).U64(3).U64(uint64(start.UnixMilli())).U64(uint64(end.UnixMilli())).U8(6).U32(512))
+	got, err := d.DecodeNetFlow(exporterA, flowdecodetest.IPFIXDatagram(42, tmpl, data), recvTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,18 +179,18 @@ func TestDecodeIPFIX(t *testing.T) {
 	cmpFlows(t, got, []Flow{want})
 
 	// Data only: the template is cached for (exporter, domain).
-	got, err = d.DecodeNetFlow(exporterA, ipfixDatagram(42, data), recvTime)
+	got, err = d.DecodeNetFlow(exporterA, flowdecodetest.IPFIXDatagram(42, data), recvTime)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmpFlows(t, got, []Flow{want})
 
 	// An IPFIX options template with samplingPacketInterval.
-	opts := set(3, wire{}.u16(400).u16(2).u16(1).u16(149).u16(4).u16(305).u16(4)) // scope observationDomainId
-	optData := set(400, wire{}.u32(43).u32(1000))
-	tmpl4 := set(2, templateBody(301, field{8, 4}, field{12, 4}, field{4, 1}, field{1, 4}, field{2, 4}))
-	data4 := set(301, wire{}.ip("192.0.2.10").ip("192.0.2.20").u8(47).u32(300).u32(2))
-	got, err = d.DecodeNetFlow(exporterA, ipfixDatagram(43, opts, optData, tmpl4, data4), recvTime)
+	opts := flowdecodetest.Set(3, flowdecodetest.Wire{}.U16(400).U16(2).U16(1).U16(149).U16(4).U16(305).U16(4)) // scope observationDomainId
+	optData := flowdecodetest.Set(400, flowdecodetest.Wire{}.U32(43).U32(1000))
+	tmpl4 := flowdecodetest.Set(2, flowdecodetest.TemplateBody(301, flowdecodetest.Field{8, 4}, flowdecodetest.Field{12, 4}, flowdecodetest.Field{4, 1}, flowdecodetest.Field{1, 4}, flowdecodetest.Field{2, 4}))
+	data4 := flowdecodetest.Set(301, flowdecodetest.Wire{}.IP("192.0.2.10").IP("192.0.2.20").U8(47).U32(300).U32(2))
+	got, err = d.DecodeNetFlow(exporterA, flowdecodetest.IPFIXDatagram(43, opts, optData, tmpl4, data4), recvTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestDecodeIPFIX(t *testing.T) {
 
 func TestDecodeSFlow(t *testing.T) {
 	d := New()
-	got, err := d.DecodeSFlow(exporterA, sflowDatagram(100), recvTime)
+	got, err := d.DecodeSFlow(exporterA, flowdecodetest.SFlowDatagram(100, 1514), recvTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +230,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown version", false, []byte{0, 7, 0, 0}, "netflow from 192.0.2.1: unknown version 7"},
 		{"v5 truncated header", false, []byte{0, 5, 0, 1}, "netflow v5 from 192.0.2.1: header truncated"},
 		{"v5 count beyond datagram", false, v5Datagram()[:24+48], "header says 2 records, datagram holds 1"},
-		{"sflow wrong version", true, wire{}.u32(4).bytes(), "sflow v5 from 192.0.2.1:"},
+		{"sflow wrong version", true, flowdecodetest.Wire{}.U32(4).Bytes(), "sflow v5 from 192.0.2.1:"},
 		{"sflow expanded sample with huge record count", true,
-			wire{}.u32(5).u32(1).ip("192.0.2.50").u32(0).u32(0).u32(0).u32(1).
-				u32(3).u32(44).pad(40).u32(0xffffffff).bytes(),
+			flowdecodetest.Wire{}.U32(5).U32(1).IP("192.0.2.50").U32(0).U32(0).U32(0).U32(1).
+				U32(3).U32(44).Pad(40).U32(0xffffffff).Bytes(),
 			"sample 1: 4294967295 flow records in 44 bytes"},
 	}
 	for _, tt := range tests {
@@ -254,7 +256,7 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestTemplatesPersist(t *testing.T) {
 	d := New()
-	if _, err := d.DecodeNetFlow(exporterA, v9Datagram(7, v9Template260, v9OptionsTemplate270, v9OptionsData270(100)), recvTime); err != nil {
+	if _, err := d.DecodeNetFlow(exporterA, flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100)), recvTime); err != nil {
 		t.Fatal(err)
 	}
 	saved := d.Templates()
@@ -266,8 +268,8 @@ func TestTemplatesPersist(t *testing.T) {
 	if diff := cmp.Diff(string(restarted.Templates()), string(saved)); diff != "" {
 		t.Errorf("round trip (-got +want):\n%s", diff)
 	}
-	got, err := restarted.DecodeNetFlow(exporterA, v9Datagram(7, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)),
-		v9OptionsData270(200)), recvTime)
+	got, err := restarted.DecodeNetFlow(exporterA, flowdecodetest.V9Datagram(7, flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 10, 1)),
+		flowdecodetest.V9OptionsData270(200)), recvTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,13 +293,13 @@ func TestConcurrentDecode(t *testing.T) {
 		wg.Go(func() {
 			exp := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
 			for range 50 {
-				if _, err := d.DecodeNetFlow(exp, v9Datagram(7, v9Template260, v9OptionsTemplate270, v9OptionsData270(100),
-					set(260, v9Record260("10.1.1.1", "10.2.2.2", 1, 2, 3, 4))), recvTime); err != nil {
+				if _, err := d.DecodeNetFlow(exp, flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100),
+					flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1, 2, 3, 4))), recvTime); err != nil {
 					t.Error(err)
 					return
 				}
 				_ = d.Templates()
-				if _, err := d.DecodeSFlow(exp, sflowDatagram(10), recvTime); err != nil {
+				if _, err := d.DecodeSFlow(exp, flowdecodetest.SFlowDatagram(10, 1514), recvTime); err != nil {
 					t.Error(err)
 					return
 				}
@@ -357,17 +359,17 @@ func TestCommunityID(t *testing.T) {
 // the next data set; an empty IPFIX template withdraws the template.
 func TestDegenerateTemplates(t *testing.T) {
 	d := New()
-	_, err := d.DecodeNetFlow(exporterA, v9Datagram(7, set(0, templateBody(256, field{1, 0})), set(256, wire{}.u32(1))), recvTime)
+	_, err := d.DecodeNetFlow(exporterA, flowdecodetest.V9Datagram(7, flowdecodetest.Set(0, flowdecodetest.TemplateBody(256, flowdecodetest.Field{1, 0})), flowdecodetest.Set(256, flowdecodetest.Wire{}.U32(1))), recvTime)
 	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "every field has length 0") {
 		t.Errorf("zero-length template: error = %v", err)
 	}
 
 	// More fields than bytes: each record would cost a step per field.
-	fields := []field{{2, 1}}
+	fields := []flowdecodetest.Field{{2, 1}}
 	for range 100 {
-		fields = append(fields, field{1, 0})
+		fields = append(fields, flowdecodetest.Field{1, 0})
 	}
-	_, err = d.DecodeNetFlow(exporterA, v9Datagram(7, set(0, templateBody(257, fields...))), recvTime)
+	_, err = d.DecodeNetFlow(exporterA, flowdecodetest.V9Datagram(7, flowdecodetest.Set(0, flowdecodetest.TemplateBody(257, fields...))), recvTime)
 	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "101 fields in records of 1 bytes") {
 		t.Errorf("zero-length fields: error = %v", err)
 	}
@@ -376,13 +378,13 @@ func TestDegenerateTemplates(t *testing.T) {
 		t.Error("LoadTemplates accepted a template with more fields than bytes")
 	}
 
-	tmpl := set(2, templateBody(300, field{8, 4}, field{12, 4}))
-	data := set(300, wire{}.ip("192.0.2.10").ip("192.0.2.20"))
-	if flows, err := d.DecodeNetFlow(exporterA, ipfixDatagram(1, tmpl, data), recvTime); err != nil || len(flows) != 1 {
+	tmpl := flowdecodetest.Set(2, flowdecodetest.TemplateBody(300, flowdecodetest.Field{8, 4}, flowdecodetest.Field{12, 4}))
+	data := flowdecodetest.Set(300, flowdecodetest.Wire{}.IP("192.0.2.10").IP("192.0.2.20"))
+	if flows, err := d.DecodeNetFlow(exporterA, flowdecodetest.IPFIXDatagram(1, tmpl, data), recvTime); err != nil || len(flows) != 1 {
 		t.Fatalf("template and data: %d flows, error %v", len(flows), err)
 	}
-	withdraw := set(2, templateBody(300))
-	flows, err := d.DecodeNetFlow(exporterA, ipfixDatagram(1, withdraw, data), recvTime)
+	withdraw := flowdecodetest.Set(2, flowdecodetest.TemplateBody(300))
+	flows, err := d.DecodeNetFlow(exporterA, flowdecodetest.IPFIXDatagram(1, withdraw, data), recvTime)
 	if !errors.Is(err, ErrTemplateUnknown) || len(flows) != 0 {
 		t.Errorf("after withdrawal: %d flows, error %v; want template unknown", len(flows), err)
 	}

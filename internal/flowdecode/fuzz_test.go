@@ -2,17 +2,19 @@ package flowdecode
 
 import (
 	"testing"
+
+	"github.com/yagura/yagura/internal/flowdecode/flowdecodetest"
 )
 
 func netflowSeeds() [][]byte {
 	return [][]byte{
 		v5Datagram(),
-		v9Datagram(7, v9Template260, set(260, v9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))),
-		v9Datagram(7, v9OptionsTemplate270, v9OptionsData270(100)),
-		ipfixDatagram(42, set(2, templateBody(300, field{27, 16}, field{28, 16}, field{1, 0xffff})),
-			set(300, wire{}.ip("2001:db8::1").ip("2001:db8::2").u8(2).u16(7))),
-		ipfixDatagram(43, set(3, wire{}.u16(400).u16(2).u16(1).u16(149).u16(4).u16(305).u16(4)),
-			set(400, wire{}.u32(43).u32(1000))),
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9Template260(), flowdecodetest.Set(260, flowdecodetest.V9Record260("10.1.1.1", "10.2.2.2", 1234, 80, 1000, 5))),
+		flowdecodetest.V9Datagram(7, flowdecodetest.V9OptionsTemplate270(), flowdecodetest.V9OptionsData270(100)),
+		flowdecodetest.IPFIXDatagram(42, flowdecodetest.Set(2, flowdecodetest.TemplateBody(300, flowdecodetest.Field{27, 16}, flowdecodetest.Field{28, 16}, flowdecodetest.Field{1, 0xffff})),
+			flowdecodetest.Set(300, flowdecodetest.Wire{}.IP("2001:db8::1").IP("2001:db8::2").U8(2).U16(7))),
+		flowdecodetest.IPFIXDatagram(43, flowdecodetest.Set(3, flowdecodetest.Wire{}.U16(400).U16(2).U16(1).U16(149).U16(4).U16(305).U16(4)),
+			flowdecodetest.Set(400, flowdecodetest.Wire{}.U32(43).U32(1000))),
 	}
 }
 
@@ -45,7 +47,7 @@ func FuzzDecodeNetFlow(f *testing.F) {
 
 // FuzzDecodeSFlow checks that no datagram panics the sFlow decoder.
 func FuzzDecodeSFlow(f *testing.F) {
-	f.Add(sflowDatagram(100))
+	f.Add(flowdecodetest.SFlowDatagram(100, 1514))
 	f.Add(v5Datagram())
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		flows, _ := New().DecodeSFlow(exporterA, payload, recvTime)

@@ -87,6 +87,31 @@ type Not struct{ X Expr }
 // All matches every flow: the empty filter, or "any".
 type All struct{}
 
+// AndAll joins filters into one that matches when every one does: nil and
+// All drop out and nested Ands are flattened, as the parser does. When no
+// term is left it returns nil, not All: nil means "no filter", which lets a
+// flow store answer an unfiltered series from its rollups, which outlive
+// raw flows.
+func AndAll(es ...Expr) Expr {
+	var terms []Expr
+	for _, e := range es {
+		switch e := e.(type) {
+		case nil, All:
+		case And:
+			terms = append(terms, e.Terms...)
+		default:
+			terms = append(terms, e)
+		}
+	}
+	switch len(terms) {
+	case 0:
+		return nil
+	case 1:
+		return terms[0]
+	}
+	return And{Terms: terms}
+}
+
 // Proto matches the IP protocol number.
 type Proto struct{ N uint8 }
 

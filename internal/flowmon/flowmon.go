@@ -186,7 +186,7 @@ func (h *Handler) statistics(w http.ResponseWriter, r *http.Request, p auth.Prin
 		h.fail(w, "statistics profile", err)
 		return
 	}
-	q.Top.Filter = and(pf, q.Filter)
+	q.Top.Filter = flowfilter.AndAll(pf, q.Filter)
 	res, err := h.d.Flows.Top(r.Context(), q.Top)
 	if err != nil {
 		h.fail(w, "statistics query", err)
@@ -291,7 +291,7 @@ func (h *Handler) chart(w http.ResponseWriter, r *http.Request, _ auth.Principal
 			return
 		}
 		sq := q.Series
-		sq.Filter = and(f, nil)
+		sq.Filter = flowfilter.AndAll(f)
 		pts, err := h.d.Flows.Series(r.Context(), sq)
 		if err != nil {
 			h.fail(w, "chart query", err)
@@ -340,28 +340,6 @@ func (h *Handler) selection(ctx context.Context, id string, channels []string) (
 		return nil, badf("search.channels: %s", strings.TrimSuffix(err.Error(), ": "+flowprofile.ErrNotFound.Error()))
 	}
 	return f, err
-}
-
-// and joins filters; All and nil drop out, so a query over everything has
-// no filter and the store can answer a series from its rollups.
-func and(a, b flowfilter.Expr) flowfilter.Expr {
-	var terms []flowfilter.Expr
-	for _, e := range []flowfilter.Expr{a, b} {
-		if e == nil {
-			continue
-		}
-		if _, all := e.(flowfilter.All); all {
-			continue
-		}
-		terms = append(terms, e)
-	}
-	switch len(terms) {
-	case 0:
-		return nil
-	case 1:
-		return terms[0]
-	}
-	return flowfilter.And{Terms: terms}
 }
 
 // fail answers an error: the client's own mistakes (a bad request, an

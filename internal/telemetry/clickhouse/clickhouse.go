@@ -26,6 +26,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/yagura/yagura/internal/chconn"
 	"github.com/yagura/yagura/internal/telemetry"
 )
 
@@ -96,61 +97,21 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Database == "" {
 		cfg.Database = "default"
 	}
-	if !validDatabase(cfg.Database) {
+	if !chconn.ValidDatabase(cfg.Database) {
 		return nil, fmt.Errorf("clickhouse: open: database name %q: letters, digits and _ only: %w", cfg.Database, telemetry.ErrInvalid)
 	}
-	dial := func(db string) (driver.Conn, error) {
-		conn, err := clickhouse.Open(&clickhouse.Options{
-			Addr:     []string{cfg.Addr},
-			Protocol: clickhouse.Native,
-			Auth:     clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
-			TLS:      cfg.TLS,
-			// Event data is JSON, which LZ4 shrinks several times on the wire.
-			Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-			DialTimeout: 10 * time.Second,
-		})
-		if err != nil {
-			return nil, err
-		}
-		if err := conn.Ping(ctx); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return conn, nil
-	}
 	// The database is created on first start, as the DuckDB file is.
-	boot, err := dial("default")
+	conn, err := chconn.Open(ctx, chconn.Options{Addr: cfg.Addr, Database: cfg.Database, Username: cfg.Username, Password: cfg.Password,
+		// Event data is JSON, which LZ4 shrinks several times on the wire.
+		TLS: cfg.TLS, Compress: true})
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: open %s: %w", cfg.Addr, err)
-	}
-	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database)
-	boot.Close()
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse: create database %q on %s: %w", cfg.Database, cfg.Addr, err)
-	}
-	conn, err := dial(cfg.Database)
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse: open %s database %q: %w", cfg.Addr, cfg.Database, err)
+		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
 	if err := conn.Exec(ctx, schema); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse: open %s database %q: create events table: %w", cfg.Addr, cfg.Database, err)
 	}
 	return &Store{conn: conn}, nil
-}
-
-// validDatabase keeps the database name, which cannot be a bound
-// parameter, to a plain identifier.
-func validDatabase(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i, r := range s {
-		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // Close closes the connections.
