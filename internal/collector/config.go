@@ -25,7 +25,7 @@ func DefaultConfig() Config {
 		SFlow:        []string{":6343"},
 		Sockets:      runtime.GOMAXPROCS(0),
 		ReadBuffer:   64 << 20,
-		BatchFlows:   10000,
+		BatchFlows:   50000,
 		FlushEvery:   time.Second,
 		Backlog:      10,
 		MaxExporters: 10000,
@@ -72,7 +72,7 @@ func (c Config) validate() error {
 	case c.ReadBuffer < 0:
 		return fmt.Errorf("read_buffer is %d: use a size in bytes such as 67108864 (0 for 64 MiB)", c.ReadBuffer)
 	case c.BatchFlows < 0 || c.BatchFlows > 1_000_000:
-		return fmt.Errorf("batch_flows is %d: use 1 to 1000000 (0 for 10000)", c.BatchFlows)
+		return fmt.Errorf("batch_flows is %d: use 1 to 1000000 (0 for 50000)", c.BatchFlows)
 	case c.FlushEvery < 0 || c.FlushEvery > time.Hour:
 		return fmt.Errorf("flush_every is %s: use a duration up to 1h such as 1s (0 for 1s)", c.FlushEvery)
 	case c.Backlog < 0 || c.Backlog > 10000:

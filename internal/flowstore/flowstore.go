@@ -195,6 +195,15 @@ type Cursor struct {
 type Retention struct {
 	MaxAge   time.Duration
 	MaxBytes int64
+	// RollupMaxAge is how long the 5-minute rollups are kept, apart from
+	// the raw flows: they take a few hundred bytes per interval and key
+	// where raw flows take gigabytes, and long-range charts (a year of
+	// traffic, as Flowmon and nfsen draw) need them long after the flows
+	// are gone. A series without a filter over a range whose raw flows
+	// have expired is still answered from them. MaxBytes drops only raw
+	// flows (oldest first), though the size it compares includes the
+	// rollups.
+	RollupMaxAge time.Duration
 }
 
 // Stats describes what a store holds.

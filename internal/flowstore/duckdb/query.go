@@ -1,0 +1,244 @@
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"math/big"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/yagura/yagura/internal/flowfilter"
+	"github.com/yagura/yagura/internal/flowstore"
+)
+
+// keyColumn is the column a top-N key groups by, and how its value is
+// rendered.
+type keyColumn struct {
+	col  string
+	kind keyKind
+}
+
+type keyKind uint8
+
+const (
+	kindNumber keyKind = iota
+	kindAddr
+	kindText
+)
+
+var keyColumns = map[flowstore.Key]keyColumn{
+	flowstore.KeySrcIP:    {"src_addr", kindAddr},
+	flowstore.KeyDstIP:    {"dst_addr", kindAddr},
+	flowstore.KeySrcPort:  {"src_port", kindNumber},
+	flowstore.KeyDstPort:  {"dst_port", kindNumber},
+	flowstore.KeyProto:    {"proto", kindNumber},
+	flowstore.KeyExporter: {"exporter", kindText},
+	flowstore.KeyInIf:     {"in_if", kindNumber},
+	flowstore.KeyOutIf:    {"out_if", kindNumber},
+	flowstore.KeyIPVer:    {"ip_version", kindNumber},
+}
+
+// where returns the conditions selecting q's flows: the time range, then
+// the filter compiled to parameters.
+func where(q flowstore.Query, since, until time.Time) (string, []any, error) {
+	w := "time_start >= ? AND time_start < ?"
+	args := []any{since.UnixMicro(), until.UnixMicro()}
+	if q.Filter != nil {
+		f, fargs, err := flowfilter.Compile(q.Filter, flowfilter.DuckDB, flowfilter.DefaultColumns())
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: %w", err, flowstore.ErrInvalid)
+		}
+		w += " AND " + f
+		args = append(args, fargs...)
+	}
+	return w, args, nil
+}
+
+// sumCol is a sum of UBIGINTs, which DuckDB computes as a HUGEINT,
+// brought back to UBIGINT saturated rather than failing on overflow.
+func sumCol(expr string) string {
+	return "CAST(least(" + expr + ", 18446744073709551615) AS UBIGINT)"
+}
+
+func keyText(k keyKind, v any) string {
+	switch k {
+	case kindAddr:
+		b, _ := v.([]byte)
+		return flowstore.AddrText(b)
+	case kindText:
+		s, _ := v.(string)
+		return s
+	}
+	switch n := v.(type) {
+	case uint8:
+		return strconv.FormatUint(uint64(n), 10)
+	case uint16:
+		return strconv.FormatUint(uint64(n), 10)
+	case uint32:
+		return strconv.FormatUint(uint64(n), 10)
+	case uint64:
+		return strconv.FormatUint(n, 10)
+	case int64:
+		return strconv.FormatInt(n, 10)
+	case *big.Int:
+		return n.String()
+	}
+	return fmt.Sprint(v)
+}
+
+// Series returns one point per interval. Without a filter it reads the
+// rollups, whatever the raw flows' retention left; with one, the raw
+// flows.
+func (s *Store) Series(ctx context.Context, q flowstore.SeriesQuery) ([]flowstore.Point, error) {
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("duckdb flow store: %w", err)
+	}
+	start, n := q.Buckets()
+	out := make([]flowstore.Point, n)
+	for i := range out {
+		out[i].Time = start.Add(time.Duration(i) * q.Interval)
+	}
+	if n == 0 {
+		return out, nil
+	}
+	end := start.Add(time.Duration(n) * q.Interval)
+	hs := s.tables(start, end)
+	err := s.series(ctx, q, start, end, hs, out)
+	if err != nil && q.Filter != nil && s.dropped(hs) {
+		// Retain dropped a day while the query ran: ask again without it.
+		for i := range out {
+			out[i].Value = 0
+		}
+		err = s.series(ctx, q, start, end, s.tables(start, end), out)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("duckdb flow store: series: %w", err)
+	}
+	return out, nil
+}
+
+// series fills the values of out, the intervals from start to end, from
+// the rollups or, with a filter, from the day tables hs.
+func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end time.Time, hs []int64, out []flowstore.Point) error {
+	iv := q.Interval.Microseconds()
+	var query string
+	var args []any
+	if q.Filter == nil {
+		m := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "flows"}[q.Measure]
+		query = "SELECT (bucket - ?) // ? AS i, " + sumCol("sum("+m+")") + " FROM rollups WHERE bucket >= ? AND bucket < ?"
+		args = []any{start.UnixMicro(), iv, start.UnixMicro(), end.UnixMicro()}
+	} else {
+		if len(hs) == 0 {
+			return nil
+		}
+		w, wargs, err := where(q.Query, start, end)
+		if err != nil {
+			return err
+		}
+		m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.Measure]
+		query = "SELECT (time_start - ?) // ? AS i, " + m + " FROM " + from(hs, "*") + " WHERE " + w
+		args = append([]any{start.UnixMicro(), iv}, wargs...)
+	}
+	if q.Proto != 0 {
+		query += " AND proto = ?"
+		args = append(args, q.Proto)
+	}
+	query += " GROUP BY i"
+	return queryRows(ctx, s.db, query, args, func(rows *sql.Rows) error {
+		var i int64
+		var v uint64
+		if err := rows.Scan(&i, &v); err != nil {
+			return err
+		}
+		if i >= 0 && i < int64(len(out)) {
+			out[i].Value = v
+		}
+		return nil
+	})
+}
+
+// ScanFlows streams the selected flows newest first, a day's table at a
+// time from the newest: a page reads only the days it needs, and an
+// export of a month never sorts more than a day.
+func (s *Store) ScanFlows(ctx context.Context, q flowstore.ListQuery, fn func(flowstore.Record, flowstore.Cursor) error) error {
+	if err := q.Validate(); err != nil {
+		return fmt.Errorf("duckdb flow store: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("duckdb flow store: scan flows: %w", err)
+	}
+	w, wargs, err := where(q.Query, q.Since, q.Until)
+	if err != nil {
+		return fmt.Errorf("duckdb flow store: scan flows: %w", err)
+	}
+	hs := s.tables(q.Since, q.Until)
+	last := int64(math.MaxInt64)
+	if q.After != nil {
+		// Later days hold nothing the page wants.
+		c := q.After.TimeStart.UnixMicro()
+		last = dayOf(c)
+		w += " AND (time_start < ? OR (time_start = ? AND rowid < ?))"
+		seq := min(q.After.Seq, math.MaxInt64)
+		wargs = append(wargs, c, c, int64(seq))
+	}
+	left := q.Limit
+	for i := len(hs) - 1; i >= 0; i-- {
+		if hs[i] > last {
+			continue
+		}
+		query := "SELECT rowid, " + flowColumns + " FROM " + tableName(hs[i]) + " WHERE " + w + " ORDER BY time_start DESC, rowid DESC"
+		if q.Limit > 0 {
+			query += " LIMIT " + strconv.Itoa(left)
+		}
+		n, err := s.scanTable(ctx, query, wargs, fn)
+		if err != nil {
+			if n == 0 && s.dropped(hs[i:i+1]) {
+				continue // expired while the scan ran
+			}
+			return err
+		}
+		if q.Limit > 0 {
+			if left -= n; left <= 0 {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) scanTable(ctx context.Context, query string, args []any, fn func(flowstore.Record, flowstore.Cursor) error) (int, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("duckdb flow store: scan flows: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			r           flowstore.Record
+			seq, ts, te int64
+			exporter    string
+			src, dst    []byte
+		)
+		if err := rows.Scan(&seq, &ts, &te, &exporter, &r.InIf, &r.OutIf, &r.IPVersion, &src, &dst,
+			&r.SrcPort, &r.DstPort, &r.Proto, &r.TCPFlags, &r.Bytes, &r.Packets, &r.SamplingRate); err != nil {
+			return n, fmt.Errorf("duckdb flow store: scan flows: %w", err)
+		}
+		r.TimeStart, r.TimeEnd = time.UnixMicro(ts).UTC(), time.UnixMicro(te).UTC()
+		r.SrcAddr, r.DstAddr = flowstore.AddrFrom16(src), flowstore.AddrFrom16(dst)
+		if exporter != "" {
+			r.Exporter, _ = netip.ParseAddr(exporter)
+		}
+		n++
+		if err := fn(r, flowstore.Cursor{TimeStart: r.TimeStart, Seq: uint64(seq)}); err != nil {
+			return n, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("duckdb flow store: scan flows: %w", err)
+	}
+	return n, nil
+}
