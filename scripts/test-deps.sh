@@ -5,7 +5,12 @@
 #   python3 (make bench formats its tables with it),
 #   tinyproxy (the agent is tested through a real authenticating proxy),
 #   nftables, iproute2, conntrack and procps (the firewall is tested on real
-#   packets in network namespaces; nft lists tables in the tests)
+#   packets in network namespaces; nft lists tables in the tests),
+#   ClickHouse, rsyslog and postfix (the telemetry store and notifications
+#   are tested on the real engines and daemons),
+#   softflowd, nfdump and pmacct (real flow exporters, and nfcapd, the
+#   collector Yagura's is compared with), curl and jq (the Flowmon API
+#   examples run as written)
 set -eu
 
 need=""
@@ -29,6 +34,11 @@ command -v clickhouse-client >/dev/null 2>&1 || need="$need clickhouse-client"
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/rsyslog/lmnsd_gtls.so ] || need="$need rsyslog-gnutls"
 [ -x /usr/sbin/postfix ] || need="$need postfix"
 command -v swaks >/dev/null 2>&1 || need="$need swaks"
+command -v softflowd >/dev/null 2>&1 || need="$need softflowd"
+command -v nfcapd >/dev/null 2>&1 || need="$need nfdump"
+command -v pmacctd >/dev/null 2>&1 || need="$need pmacct"
+command -v curl >/dev/null 2>&1 || need="$need curl"
+command -v jq >/dev/null 2>&1 || need="$need jq"
 
 if [ -z "$need" ]; then
 	exit 0

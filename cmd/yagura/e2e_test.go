@@ -154,7 +154,8 @@ func startManagerAt(t *testing.T, dir, listen string) *manager {
 // startManagerWith runs the manager with extra flags (such as --config).
 func startManagerWith(t *testing.T, dir, listen string, extra ...string) *manager {
 	t.Helper()
-	p := startProc(t, "server", append([]string{"server", "--data-dir", dir, "--listen", listen, "--log-format", "json", "--log-level", "debug"}, extra...)...)
+	p := startProc(t, "server", append([]string{"server", "--data-dir", dir, "--listen", listen, "--log-format", "json", "--log-level", "debug",
+		"--netflow-listen", "127.0.0.1:0", "--ipfix-listen", "127.0.0.1:0", "--sflow-listen", "127.0.0.1:0"}, extra...)...)
 	m := &manager{proc: p, dir: dir, creds: filepath.Join(dir, "admin-credentials.json")}
 	eventually(t, 30*time.Second, "the manager to listen", func() (bool, string) {
 		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
@@ -479,7 +480,8 @@ func TestDevFirstLook(t *testing.T) {
 	endToEnd(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	run := func() (*proc, *credentials.File) {
-		p := startProc(t, "dev", "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+		p := startProc(t, "dev", "dev", "--data-dir", dir, "--listen", "127.0.0.1:0",
+			"--netflow-listen", "127.0.0.1:0", "--ipfix-listen", "127.0.0.1:0", "--sflow-listen", "127.0.0.1:0")
 		eventually(t, 60*time.Second, "yagura dev banner", func() (bool, string) {
 			return strings.Contains(p.out.String(), "Local agent"), p.out.String()
 		})

@@ -32,6 +32,8 @@ type Config struct {
 	Telemetry TelemetryConfig `koanf:"telemetry"`
 	// Notifications tunes delivery from the outbox.
 	Notifications outbox.Config `koanf:"notifications"`
+	// Flows configures the flow collector and the flow store.
+	Flows FlowsConfig `koanf:"flows"`
 }
 
 // AuthConfig sets token lifetimes.
@@ -96,6 +98,7 @@ func DefaultConfig() Config {
 
 		Telemetry:     DefaultTelemetryConfig(),
 		Notifications: outbox.DefaultConfig(),
+		Flows:         DefaultFlowsConfig(),
 	}
 }
 
@@ -139,6 +142,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("auth: access_token_ttl at least 1m, refresh_token_ttl at least as long"))
 	}
 	errs = append(errs, c.Telemetry.validate()...)
+	errs = append(errs, c.Flows.validate()...)
 	if c.HTTP.IdleTimeout < time.Second {
 		errs = append(errs, errors.New("http.idle_timeout: at least 1s"))
 	}

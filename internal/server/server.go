@@ -31,6 +31,8 @@ import (
 	"github.com/yagura/yagura/internal/auth"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/fleet"
+	"github.com/yagura/yagura/internal/flowmon"
+	"github.com/yagura/yagura/internal/flowstore"
 	"github.com/yagura/yagura/internal/gateway"
 	"github.com/yagura/yagura/internal/jobs"
 	"github.com/yagura/yagura/internal/pki"
@@ -120,6 +122,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	events := telemetry.NewWriter(ts, s.cfg.Telemetry.BatchEvents, s.log.With("component", "telemetry"))
+	var fs flowstore.Store
+	if s.cfg.Flows.Enabled {
+		if fs, err = s.openFlowStore(ctx); err != nil {
+			return err
+		}
+		// Closed after the collector's last flush (g.Wait below).
+		defer fs.Close()
+	}
 
 	ca, err := loadOrCreateCA(ctx, db, s.cfg.PKI.CAValidity, s.log)
 	if err != nil {
@@ -155,6 +165,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	events.Observe(notes.engine)
 	events.Observe(notes.notifier)
+	var fw *flows
+	if fs != nil {
+		if fw, err = newFlows(ctx, s.cfg.Flows, s.cfg.DataDir, fs, db, s.log.With("component", "flows"), reg); err != nil {
+			return err
+		}
+	}
 	fl = fleet.New(s.cfg.Fleet, alertingStore{db, notes.notifier}, set, s.log.With("component", "fleet"), reg)
 	if err := fl.Load(ctx, time.Now()); err != nil {
 		return err
@@ -193,7 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 	issuer := &auth.Issuer{Store: db, AccessTTL: s.cfg.Auth.AccessTokenTTL, RefreshTTL: s.cfg.Auth.RefreshTokenTTL, Subjects: db}
 	authn := principals{issuer}
 	mux := &routes{ServeMux: http.NewServeMux()}
-	(&auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now,
+	oa := &auth.OAuth{Issuer: issuer, Accounts: db, Limiter: auth.NewLimiter(), Log: s.log.With("component", "oauth"), Now: time.Now,
 		Audit: func(ctx context.Context, actor, remote, what string, status int) {
 			id, _ := uuid.NewV7()
 			b, _ := json.Marshal(map[string]string{"event": what})
@@ -201,15 +217,29 @@ func (s *Server) Run(ctx context.Context) error {
 				Method: http.MethodPost, Route: "/oauth/token", Summary: string(b), Status: status}); err != nil {
 				s.log.Error("write audit entry", "err", err)
 			}
-		}}).Register(mux)
+		}}
+	oa.Register(mux)
+	// Flowmon's path for the same grants, its tokens valid for a day as
+	// scripts written for Flowmon expect.
+	oa.RegisterFlowmon(mux, auth.FlowmonTokenTTL)
 	gw := gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg)
 	gw.SetPolicies(ro)
 	gw.SetEvents(events)
 	gw.Register(mux)
-	api.New(mux, api.Deps{
+	deps := api.Deps{
 		Store: db, Fleet: fl, Jobs: js, Policies: db, Rollout: ro, Auth: authn, Telemetry: ts, Notifications: notes, CAFingerprint: info.CAFingerprint, CAPEM: string(pki.CertificatePEM(pin)),
 		Version: s.opts.Version, Log: s.log.With("component", "api"),
-	})
+	}
+	if fw != nil {
+		deps.Flows, deps.FlowCollector = fs, fw.collector
+		loc, err := time.LoadLocation(s.cfg.Flows.FlowmonTimeZone) // checked by Validate
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		flowmon.New(flowmon.Deps{Flows: fs, Profiles: db.FlowProfiles(), Auth: authn, Location: loc, Log: s.log.With("component", "flowmon")}).Register(mux)
+	}
+	api.New(mux, deps)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -267,6 +297,10 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return events.Run(fctx) })
 	notes.start(g, fctx)
 	g.Go(func() error { return retain(fctx, ts, s.cfg.Telemetry, s.log.With("component", "telemetry")) })
+	if fw != nil {
+		g.Go(func() error { return fw.run(fctx, s.cfg.Flows) })
+		g.Go(func() error { return retainFlows(fctx, fs, s.cfg.Flows, s.log.With("component", "flows")) })
+	}
 	g.Go(func() error {
 		// Connections the manager opens to agents (bidirectional and
 		// manager-initiated), served like any other.
@@ -300,6 +334,16 @@ func (s *Server) Run(ctx context.Context) error {
 		stopFleet()
 		return err
 	})
+	if fw != nil {
+		// A port in use must stop the start, not leave a manager that
+		// silently collects nothing.
+		select {
+		case <-fw.collector.Ready():
+		case <-gctx.Done():
+			stopFleet()
+			return g.Wait()
+		}
+	}
 	s.info.Store(info)
 	warnFileLimit(s.log)
 	s.log.Info("manager listening", "url", info.URL, "addr", info.Addr, "ca_fingerprint", info.CAFingerprint,

@@ -635,6 +635,11 @@ func TestConfigValidate(t *testing.T) {
 		{"flush never", func(c *server.Config) { c.Fleet.FlushEvery = 0 }, []string{"fleet.flush_every"}},
 		{"persist never", func(c *server.Config) { c.Fleet.PersistSeenEvery = -time.Second }, []string{"persist_seen_every"}},
 		{"idle timeout", func(c *server.Config) { c.HTTP.IdleTimeout = 0 }, []string{"http.idle_timeout"}},
+		{"flow listener", func(c *server.Config) { c.Flows.Collector.SFlow = []string{"6343"} }, []string{"flows.collector.sflow[0]", "host:port"}},
+		{"flows off ignores the collector", func(c *server.Config) { c.Flows.Enabled, c.Flows.Collector.NetFlow = false, []string{"x"} }, nil},
+		{"flow retention", func(c *server.Config) { c.Flows.MaxAge = -time.Hour }, []string{"flows.max_age"}},
+		{"flowmon time zone", func(c *server.Config) { c.Flows.FlowmonTimeZone = "Mars/Olympus" }, []string{"flows.flowmon_time_zone", "Asia/Tokyo"}},
+		{"no flow listener", func(c *server.Config) { c.Flows.Collector.NetFlow, c.Flows.Collector.IPFIX, c.Flows.Collector.SFlow = nil, nil, nil }, []string{"flows.collector", "at least one address"}},
 		{"every error at once", func(c *server.Config) {
 			c.DataDir, c.HTTP.Listen, c.Store.Driver = "", "x", "postgres"
 		}, []string{"data_dir", "http.listen", "store.dsn"}},

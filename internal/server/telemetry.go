@@ -82,20 +82,11 @@ func (s *Server) openTelemetry(ctx context.Context) (telemetry.Store, error) {
 	c := s.cfg.Telemetry
 	if c.Backend == "clickhouse" {
 		cc := clickhouse.Config{Addr: c.ClickHouse.Addr, Database: c.ClickHouse.Database, Username: c.ClickHouse.Username, Password: c.ClickHouse.Password}
-		if c.ClickHouse.TLS {
-			cc.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-			if c.ClickHouse.CAFile != "" {
-				pem, err := os.ReadFile(c.ClickHouse.CAFile)
-				if err != nil {
-					return nil, fmt.Errorf("telemetry.clickhouse.ca_file: %w", err)
-				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					return nil, fmt.Errorf("telemetry.clickhouse.ca_file %s: no PEM certificate in it", c.ClickHouse.CAFile)
-				}
-				cc.TLS.RootCAs = pool
-			}
+		tlsCfg, err := clickHouseTLS(c.ClickHouse)
+		if err != nil {
+			return nil, err
 		}
+		cc.TLS = tlsCfg
 		st, err := clickhouse.Open(ctx, cc)
 		if err != nil {
 			return nil, fmt.Errorf("open ClickHouse telemetry store at %s: %w", c.ClickHouse.Addr, err)
@@ -111,6 +102,26 @@ func (s *Server) openTelemetry(ctx context.Context) (telemetry.Store, error) {
 		return nil, fmt.Errorf("open DuckDB telemetry store %s: %w (is another manager using this data folder?)", path, err)
 	}
 	return st, nil
+}
+
+// clickHouseTLS is the TLS configuration for c; nil for plain TCP.
+func clickHouseTLS(c ClickHouseConfig) (*tls.Config, error) {
+	if !c.TLS {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry.clickhouse.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("telemetry.clickhouse.ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
 }
 
 // moveLegacyEvents moves events that earlier versions kept in the state

@@ -40,6 +40,11 @@ func Config(t testing.TB) server.Config {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Store.Driver = "sqlite"
+	// Free loopback ports for the flow collector too: tests run managers
+	// side by side.
+	cfg.Flows.Collector.NetFlow = []string{"127.0.0.1:0"}
+	cfg.Flows.Collector.IPFIX = []string{"127.0.0.1:0"}
+	cfg.Flows.Collector.SFlow = []string{"127.0.0.1:0"}
 	return cfg
 }
 
