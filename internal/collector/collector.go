@@ -203,7 +203,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	var io sync.WaitGroup
 	for _, w := range workers {
 		io.Go(w.readLoop)
-		io.Go(w.writeLoop)
+		for range c.cfg.Writers {
+			io.Go(w.writeLoop)
+		}
 	}
 	var bg sync.WaitGroup
 	bgDone := make(chan struct{})

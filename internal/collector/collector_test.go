@@ -32,14 +32,20 @@ type recordingSink struct {
 	calls int
 	failN int           // fail this many of the next calls
 	hold  chan struct{} // when set, calls wait until it is closed
+	// holdFirst, when set, holds only the next call until it is closed.
+	holdFirst chan struct{}
 }
 
 var errStoreDown = errors.New("store unavailable (test)")
 
 func (s *recordingSink) InsertFlows(ctx context.Context, flows []flowstore.Record) error {
 	s.mu.Lock()
-	hold := s.hold
+	hold, first := s.hold, s.holdFirst
+	s.holdFirst = nil
 	s.mu.Unlock()
+	if first != nil {
+		hold = first
+	}
 	if hold != nil {
 		select {
 		case <-hold:
@@ -594,6 +600,44 @@ func TestBacklogFull(t *testing.T) {
 	}
 	if x := e.exporter("127.0.0.1"); x.Flows != 20 {
 		t.Errorf("exporter counted %d flows, want 20 (decoded, stored or not)", x.Flows)
+	}
+}
+
+// TestParallelWritersFlush: with two writers per socket a later batch can
+// be stored while an earlier one is still being written, but Flush answers
+// only once everything batched before it is stored.
+func TestParallelWritersFlush(t *testing.T) {
+	held := make(chan struct{})
+	sink := &recordingSink{holdFirst: held}
+	cfg := testConfig()
+	cfg.BatchFlows, cfg.Writers = 2, 2
+	e := start(t, cfg, sink)
+	for i := range 2 {
+		e.send("127.0.0.1", ListenerNetFlow, flowdecodetest.V5Datagram(0,
+			flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(i), 1, 6, 1, 100), flowdecodetest.V5Record("10.0.0.1", "10.0.0.2", uint16(i), 2, 6, 1, 100)))
+	}
+	e.waitDatagrams(e.sent)
+	flushed := make(chan error, 1)
+	go func() { flushed <- e.c.Flush(context.Background()) }()
+	// The second batch goes through the other writer meanwhile.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sink.stored()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(sink.stored()); n != 2 {
+		t.Fatalf("stored %d flows while the first batch is held, want the second batch's 2", n)
+	}
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned (%v) while an earlier batch was still being written", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(held)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.stored()); n != 4 {
+		t.Errorf("after Flush %d flows stored, want 4", n)
 	}
 }
 

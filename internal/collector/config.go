@@ -26,6 +26,7 @@ func DefaultConfig() Config {
 		Sockets:      runtime.GOMAXPROCS(0),
 		ReadBuffer:   64 << 20,
 		BatchFlows:   50000,
+		Writers:      2,
 		FlushEvery:   time.Second,
 		Backlog:      10,
 		MaxExporters: 10000,
@@ -45,6 +46,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchFlows == 0 {
 		c.BatchFlows = d.BatchFlows
+	}
+	if c.Writers == 0 {
+		c.Writers = d.Writers
 	}
 	if c.FlushEvery == 0 {
 		c.FlushEvery = d.FlushEvery
@@ -73,6 +77,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("read_buffer is %d: use a size in bytes such as 67108864 (0 for 64 MiB)", c.ReadBuffer)
 	case c.BatchFlows < 0 || c.BatchFlows > 1_000_000:
 		return fmt.Errorf("batch_flows is %d: use 1 to 1000000 (0 for 50000)", c.BatchFlows)
+	case c.Writers < 0 || c.Writers > 64:
+		return fmt.Errorf("writers is %d: use 1 to 64 (0 for 2)", c.Writers)
 	case c.FlushEvery < 0 || c.FlushEvery > time.Hour:
 		return fmt.Errorf("flush_every is %s: use a duration up to 1h such as 1s (0 for 1s)", c.FlushEvery)
 	case c.Backlog < 0 || c.Backlog > 10000:

@@ -32,7 +32,11 @@ type Config struct {
 	// 50000: both stores pay per insert (DuckDB a commit, ClickHouse a
 	// part to merge), and 10,000-flow batches cost DuckDB a third of its
 	// rate.
-	BatchFlows int           `koanf:"batch_flows"`
+	BatchFlows int `koanf:"batch_flows"`
+	// Writers is how many store inserts each socket may have running at
+	// once. One exporter's datagrams all land on one socket, and a single
+	// insert at a time leaves the store's other core idle. Default 2.
+	Writers    int           `koanf:"writers"`
 	FlushEvery time.Duration `koanf:"flush_every"`
 	// TemplatesFile keeps v9/IPFIX templates and learned sampling rates
 	// across restarts, so a restart is not cold. Default

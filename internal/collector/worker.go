@@ -47,17 +47,25 @@ type worker struct {
 	sampDomain uint32
 	sampSeen   rateSeen
 
+	lastFinished <-chan struct{} // the last queued item's finished
+
 	poked   atomic.Bool // Flush or shutdown wants the reader's attention
 	mu      sync.Mutex  // guards waiters and closed
 	waiters []chan error
 	closed  bool
 }
 
-// batchItem is a batch of flows for the writer and whom to tell once it
-// is written. Either may be empty.
+// batchItem is a batch of flows for the writers and whom to tell once it
+// is written. Either may be empty. Several writers take items from one
+// queue, so one exporter's stream (which lands on one socket) can keep
+// more than one store insert going; finished is closed once this item and
+// every item before it are written, so a Flush still answers only when
+// everything batched before it is stored.
 type batchItem struct {
-	flows []flowstore.Record
-	done  []chan error
+	flows    []flowstore.Record
+	done     []chan error
+	prev     <-chan struct{} // the previous item's finished
+	finished chan struct{}
 }
 
 func newWorker(c *Collector, l *listener, conn *net.UDPConn, rd reader) *worker {
@@ -181,6 +189,8 @@ func (w *worker) submit(done []chan error, wait bool) {
 		}
 	}
 	if item.flows != nil || len(item.done) > 0 {
+		item.prev, item.finished = w.lastFinished, make(chan struct{})
+		w.lastFinished = item.finished
 		w.queue <- item // never blocks: see newWorker
 	}
 }
@@ -217,6 +227,10 @@ func (w *worker) writeLoop() {
 			err = w.c.write(item.flows)
 			w.free <- item.flows[:0]
 		}
+		if item.prev != nil {
+			<-item.prev
+		}
+		close(item.finished)
 		for _, d := range item.done {
 			d <- err
 		}
