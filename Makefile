@@ -7,7 +7,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build agent dev test test-deps vet bench bench-heartbeats bench-events fuzz clean
+.PHONY: all build agent dev test test-deps vet bench bench-heartbeats bench-events bench-flows fuzz clean
 
 all: build agent
 
@@ -39,12 +39,16 @@ bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./scripts/bench-heartbeats.sh
 	./scripts/bench-events.sh
+	./scripts/bench-flows.sh
 
 bench-heartbeats: test-deps
 	./scripts/bench-heartbeats.sh
 
 bench-events: test-deps
 	./scripts/bench-events.sh
+
+bench-flows: test-deps
+	./scripts/bench-flows.sh
 
 # Longer fuzzing of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 30s
