@@ -639,7 +639,9 @@ func TestConfigValidate(t *testing.T) {
 		{"flows off ignores the collector", func(c *server.Config) { c.Flows.Enabled, c.Flows.Collector.NetFlow = false, []string{"x"} }, nil},
 		{"flow retention", func(c *server.Config) { c.Flows.MaxAge = -time.Hour }, []string{"flows.max_age"}},
 		{"flowmon time zone", func(c *server.Config) { c.Flows.FlowmonTimeZone = "Mars/Olympus" }, []string{"flows.flowmon_time_zone", "Asia/Tokyo"}},
-		{"no flow listener", func(c *server.Config) { c.Flows.Collector.NetFlow, c.Flows.Collector.IPFIX, c.Flows.Collector.SFlow = nil, nil, nil }, []string{"flows.collector", "at least one address"}},
+		{"no flow listener", func(c *server.Config) {
+			c.Flows.Collector.NetFlow, c.Flows.Collector.IPFIX, c.Flows.Collector.SFlow = nil, nil, nil
+		}, []string{"flows.collector", "at least one address"}},
 		{"every error at once", func(c *server.Config) {
 			c.DataDir, c.HTTP.Listen, c.Store.Driver = "", "x", "postgres"
 		}, []string{"data_dir", "http.listen", "store.dsn"}},
