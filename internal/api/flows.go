@@ -199,47 +199,7 @@ func (x *flowExporters) name(addr string) string {
 // address, which is what the flow table holds; an address is written in
 // its stored form. An unknown name is an error listing the known ones.
 func (x *flowExporters) resolveExporters(e flowfilter.Expr) (flowfilter.Expr, error) {
-	switch e := e.(type) {
-	case flowfilter.And:
-		terms, err := x.resolveList(e.Terms)
-		return flowfilter.And{Terms: terms}, err
-	case flowfilter.Or:
-		terms, err := x.resolveList(e.Terms)
-		return flowfilter.Or{Terms: terms}, err
-	case flowfilter.Not:
-		inner, err := x.resolveExporters(e.X)
-		return flowfilter.Not{X: inner}, err
-	case flowfilter.Exporter:
-		if addr, err := netip.ParseAddr(e.Name); err == nil {
-			return flowfilter.Exporter{Name: store.FlowExporterKey(addr)}, nil
-		}
-		var known []string
-		for _, ex := range x.merged {
-			if ex.Name == e.Name {
-				return flowfilter.Exporter{Name: store.FlowExporterKey(ex.Address)}, nil
-			}
-			if ex.Name != "" {
-				known = append(known, fmt.Sprintf("%q (%s)", ex.Name, ex.Address))
-			}
-		}
-		if len(known) == 0 {
-			return nil, fmt.Errorf("no exporter is named %q (none has a name yet: use its address, or name it with PATCH /api/v1/flows/exporters/{address})", e.Name)
-		}
-		return nil, fmt.Errorf("no exporter is named %q; the named exporters are %s (or use an address)", e.Name, strings.Join(known, ", "))
-	}
-	return e, nil
-}
-
-func (x *flowExporters) resolveList(terms []flowfilter.Expr) ([]flowfilter.Expr, error) {
-	out := make([]flowfilter.Expr, len(terms))
-	for i, t := range terms {
-		r, err := x.resolveExporters(t)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = r
-	}
-	return out, nil
+	return flowprofile.ResolveExporterNames(e, x.merged)
 }
 
 // filterErr is the 422 for a filter that does not parse or names an

@@ -175,3 +175,82 @@ func Resolve(ctx context.Context, src Source, id string, channels []string) (flo
 	}
 	return Select(p, channels)
 }
+
+// ResolveExporterNames rewrites the "exporter NAME" terms of e to the
+// exporter's address, which is what the flow table holds; an address is
+// written in its stored form (IPv4 unmapped). An unknown name is an error
+// that lists the named exporters.
+func ResolveExporterNames(e flowfilter.Expr, exporters []Exporter) (flowfilter.Expr, error) {
+	list := func(terms []flowfilter.Expr) ([]flowfilter.Expr, error) {
+		out := make([]flowfilter.Expr, len(terms))
+		for i, t := range terms {
+			r, err := ResolveExporterNames(t, exporters)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return out, nil
+	}
+	switch e := e.(type) {
+	case flowfilter.And:
+		terms, err := list(e.Terms)
+		return flowfilter.And{Terms: terms}, err
+	case flowfilter.Or:
+		terms, err := list(e.Terms)
+		return flowfilter.Or{Terms: terms}, err
+	case flowfilter.Not:
+		inner, err := ResolveExporterNames(e.X, exporters)
+		return flowfilter.Not{X: inner}, err
+	case flowfilter.Exporter:
+		if addr, err := netip.ParseAddr(e.Name); err == nil {
+			return flowfilter.Exporter{Name: addr.Unmap().String()}, nil
+		}
+		var known []string
+		for _, ex := range exporters {
+			if ex.Name == e.Name {
+				return flowfilter.Exporter{Name: ex.Address.Unmap().String()}, nil
+			}
+			if ex.Name != "" {
+				known = append(known, fmt.Sprintf("%q (%s)", ex.Name, ex.Address))
+			}
+		}
+		if len(known) == 0 {
+			return nil, fmt.Errorf("no exporter is named %q (none has a name yet: use its address, or name it with PATCH /api/v1/flows/exporters/{address})", e.Name)
+		}
+		return nil, fmt.Errorf("no exporter is named %q; the named exporters are %s (or use an address)", e.Name, strings.Join(known, ", "))
+	}
+	return e, nil
+}
+
+// ResolveNames returns p with the exporter names in its filter and its
+// channels' filters replaced by addresses, so that it can be compiled for
+// the flow store.
+func ResolveNames(p Profile, exporters []Exporter) (Profile, error) {
+	resolve := func(s string) (string, error) {
+		if strings.TrimSpace(s) == "" {
+			return s, nil
+		}
+		e, err := flowfilter.Parse(s)
+		if err != nil {
+			return "", err
+		}
+		if e, err = ResolveExporterNames(e, exporters); err != nil {
+			return "", err
+		}
+		return e.String(), nil
+	}
+	out := p
+	var err error
+	if out.Filter, err = resolve(p.Filter); err != nil {
+		return Profile{}, fmt.Errorf("profile %s: filter: %w", p.ID, err)
+	}
+	out.Channels = make([]Channel, len(p.Channels))
+	for i, c := range p.Channels {
+		out.Channels[i] = c
+		if out.Channels[i].Filter, err = resolve(c.Filter); err != nil {
+			return Profile{}, fmt.Errorf("profile %s: channel %s: filter: %w", p.ID, c.ID, err)
+		}
+	}
+	return out, nil
+}

@@ -419,13 +419,9 @@ type flowProfileSource struct{ db *DB }
 
 func (s flowProfileSource) Profile(ctx context.Context, id string) (flowprofile.Profile, error) {
 	if id == flowprofile.LiveID {
-		es, err := s.db.ListFlowExporters(ctx)
+		xs, err := s.exporters(ctx)
 		if err != nil {
 			return flowprofile.Profile{}, err
-		}
-		xs := make([]flowprofile.Exporter, len(es))
-		for i, e := range es {
-			xs[i] = flowprofile.Exporter{Address: e.Address, Name: e.Name}
 		}
 		return flowprofile.Live(xs), nil
 	}
@@ -440,5 +436,26 @@ func (s flowProfileSource) Profile(ctx context.Context, id string) (flowprofile.
 		return flowprofile.Profile{}, fmt.Errorf("flow profile %q does not exist (there are: %s): %w: %w",
 			id, strings.Join(ids, ", "), flowprofile.ErrNotFound, ErrNotFound)
 	}
-	return p, err
+	if err != nil {
+		return p, err
+	}
+	// The flow table holds exporters' addresses: names in the profile's
+	// filters are resolved now, so every caller can compile them.
+	xs, err := s.exporters(ctx)
+	if err != nil {
+		return flowprofile.Profile{}, err
+	}
+	return flowprofile.ResolveNames(p, xs)
+}
+
+func (s flowProfileSource) exporters(ctx context.Context) ([]flowprofile.Exporter, error) {
+	es, err := s.db.ListFlowExporters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	xs := make([]flowprofile.Exporter, len(es))
+	for i, e := range es {
+		xs[i] = flowprofile.Exporter{Address: e.Address, Name: e.Name}
+	}
+	return xs, nil
 }

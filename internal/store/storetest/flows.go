@@ -237,6 +237,17 @@ func testFlowProfiles(t *testing.T, db *store.DB) {
 	if !errors.Is(err, flowprofile.ErrNotFound) || !strings.Contains(err.Error(), "there are: live, all-tcp, web") {
 		t.Errorf("Source.Profile(nope) = %v, want flowprofile.ErrNotFound naming the profiles", err)
 	}
+	// Exporter names in a profile's filters reach its users as addresses,
+	// which is what the flow table holds.
+	_, err = db.CreateFlowProfile(ctx, flowprofile.Profile{ID: "by-name", Name: "By name", Filter: `exporter "v6 router"`,
+		Channels: []flowprofile.Channel{{ID: "v4", Filter: "exporter 192.0.2.1 and proto udp"}}, CreatedAt: base})
+	checkErr(t, "CreateFlowProfile(by-name)", err, nil)
+	p, err = src.Profile(ctx, "by-name")
+	checkErr(t, "Source.Profile(by-name)", err, nil)
+	if p.Filter != `exporter "2001:db8::1"` || len(p.Channels) != 1 || p.Channels[0].Filter != `exporter "192.0.2.1" and proto udp` {
+		t.Errorf("Source.Profile(by-name) = %+v, want exporter names resolved to addresses", p)
+	}
+	checkErr(t, "DeleteFlowProfile(by-name)", db.DeleteFlowProfile(ctx, "by-name", 0), nil)
 	rev = flowRevision(t, db)
 
 	err = db.DeleteFlowProfile(ctx, "web", 2)
