@@ -118,6 +118,17 @@ type Query struct {
 	Filter       flowfilter.Expr
 }
 
+// Unfiltered reports whether q selects every flow in its time range: no
+// filter, or one that matches everything. Such a series is answered from
+// the rollups, which outlive raw flows.
+func (q Query) Unfiltered() bool {
+	if q.Filter == nil {
+		return true
+	}
+	_, all := q.Filter.(flowfilter.All)
+	return all
+}
+
 // Validate reports what is wrong with q.
 func (q Query) Validate() error {
 	if q.Since.IsZero() || q.Until.IsZero() {

@@ -208,7 +208,7 @@ func (s *Store) Series(ctx context.Context, q flowstore.SeriesQuery) ([]flowstor
 	endUS := startUS + int64(n)*ivUS
 	var query string
 	var args []any
-	if q.Filter == nil {
+	if q.Unfiltered() {
 		sum := map[flowstore.Measure]string{flowstore.Bytes: "sum(bytes)", flowstore.Packets: "sum(packets)", flowstore.Flows: "sum(flows)"}[q.Measure]
 		query = "SELECT bucket, " + sum + " FROM flows_5m WHERE day >= ? AND day <= ? AND bucket >= ? AND bucket < ?"
 		args = []any{dayOf(startUS), dayOf(endUS - 1), startUS, endUS}

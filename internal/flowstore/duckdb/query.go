@@ -107,7 +107,7 @@ func (s *Store) Series(ctx context.Context, q flowstore.SeriesQuery) ([]flowstor
 	end := start.Add(time.Duration(n) * q.Interval)
 	hs := s.tables(start, end)
 	err := s.series(ctx, q, start, end, hs, out)
-	if err != nil && q.Filter != nil && s.dropped(hs) {
+	if err != nil && !q.Unfiltered() && s.dropped(hs) {
 		// Retain dropped a day while the query ran: ask again without it.
 		for i := range out {
 			out[i].Value = 0
@@ -126,7 +126,7 @@ func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end 
 	iv := q.Interval.Microseconds()
 	var query string
 	var args []any
-	if q.Filter == nil {
+	if q.Unfiltered() {
 		m := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "flows"}[q.Measure]
 		query = "SELECT (bucket - ?) // ? AS i, " + sumCol("sum("+m+")") + " FROM rollups WHERE bucket >= ? AND bucket < ?"
 		args = []any{start.UnixMicro(), iv, start.UnixMicro(), end.UnixMicro()}
