@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/flowstore"
 	fch "github.com/yagura/yagura/internal/flowstore/clickhouse"
 	fduck "github.com/yagura/yagura/internal/flowstore/duckdb"
@@ -99,9 +99,9 @@ func (s *Server) openFlowStore(ctx context.Context) (flowstore.Store, error) {
 	return st, nil
 }
 
-// flows is the flow collector and store of a running manager.
+// flows is the flow collector of a running manager and what it needs of
+// the state store.
 type flows struct {
-	store     flowstore.Store
 	collector *collector.Collector
 	db        *store.DB
 	log       *slog.Logger
@@ -120,7 +120,7 @@ func newFlows(ctx context.Context, cfg FlowsConfig, dataDir string, fs flowstore
 	if err != nil {
 		return nil, fmt.Errorf("flows.collector: %w", err)
 	}
-	f := &flows{store: fs, collector: coll, db: db, log: log}
+	f := &flows{collector: coll, db: db, log: log}
 	if err := f.loadSettings(ctx); err != nil {
 		return nil, err
 	}
@@ -141,17 +141,13 @@ func (f *flows) loadSettings(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load flow exporters: %w", err)
 	}
-	m := make(map[netip.Addr]collector.ExporterSettings, len(es))
-	for _, e := range es {
-		m[e.Address] = collector.ExporterSettings{Name: e.Name, SamplingRate: e.SamplingRate}
-	}
-	f.collector.SetExporterSettings(m)
+	f.collector.SetExporterSettings(api.ExporterSettings(es))
 	return nil
 }
 
 // run runs the collector, and follows changes other manager nodes make to
 // exporters' settings (this node's API pushes its own at once).
-func (f *flows) run(ctx context.Context, cfg FlowsConfig) error {
+func (f *flows) run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- f.collector.Run(ctx) }()
 	t := time.NewTicker(5 * time.Second)

@@ -298,7 +298,7 @@ func (s *Server) Run(ctx context.Context) error {
 	notes.start(g, fctx)
 	g.Go(func() error { return retain(fctx, ts, s.cfg.Telemetry, s.log.With("component", "telemetry")) })
 	if fw != nil {
-		g.Go(func() error { return fw.run(fctx, s.cfg.Flows) })
+		g.Go(func() error { return fw.run(fctx) })
 		g.Go(func() error { return retainFlows(fctx, fs, s.cfg.Flows, s.log.With("component", "flows")) })
 	}
 	g.Go(func() error {
