@@ -53,7 +53,7 @@ func load(ctx context.Context, s *Store, n int64, day time.Time) error {
 		if lo >= hi {
 			continue
 		}
-		q := fmt.Sprintf(`INSERT INTO %s (%s)
+		q := fmt.Sprintf(`INSERT INTO %s (%s, seq)
 WITH r AS (SELECT i, hash(i) AS a, hash(i + 1000000000000) AS c FROM range(%d, %d) t(i)),
 x AS (SELECT i, a, c, a %% 20 = 0 AS v6, (a >> 8) %% 65536 AS src, (a >> 24) %% 1000 AS dst, (a >> 40) %% 20 AS p FROM r)
 SELECT %d + i * %d AS time_start,
@@ -69,7 +69,8 @@ SELECT %d + i * %d AS time_start,
 	CASE WHEN p < 14 THEN 24 ELSE 0 END::UTINYINT,
 	((1 + (c >> 40) %% 1000) * (40 + (c >> 50) %% 1461))::UBIGINT,
 	(1 + (c >> 40) %% 1000)::UBIGINT,
-	1::UINTEGER
+	1::UINTEGER,
+	i
 FROM x`, tableName(h), flowColumns, lo, hi, base, step, base, step)
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("load %s: %w", tableName(h), err)
@@ -92,4 +93,18 @@ func BenchmarkTop100M(b *testing.B) {
 	el := time.Since(start)
 	b.Logf("loaded %d flows in %v (%.0f flows/s)", n, el.Round(time.Millisecond), float64(n)/el.Seconds())
 	flowstoretest.BenchTop(b, s, flowstoretest.BenchDay, flowstoretest.BenchDay.Add(24*time.Hour), int64(n))
+}
+
+// BenchmarkInsertCompacted is InsertFlows from two writers of 50,000-flow
+// batches plus the compaction of what they wrote into the day tables:
+// the rate the store sustains when the compactor must keep up.
+func BenchmarkInsertCompacted(b *testing.B) {
+	s := benchStore(b)
+	flowstoretest.BenchInsert(b, s, 2, 50_000)
+	b.StartTimer()
+	if err := s.Compact(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*2*50_000)/b.Elapsed().Seconds(), "flows/s")
 }

@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	duck "github.com/duckdb/duckdb-go/v2"
@@ -61,8 +62,30 @@ type Store struct {
 	// create serialises CREATE TABLE: two transactions creating the same
 	// table conflict in DuckDB's catalog.
 	create sync.Mutex
-	// commit serialises COMMITs (see write).
+	// commit serialises COMMITs (see writeRollups).
 	commit sync.Mutex
+
+	// spool lists the spool files of each day (guarded by mu); view is
+	// held shared while a statement lists them and starts, exclusively
+	// while a compaction commits (see spool.go).
+	spool      map[int64][]*spoolFile
+	view       sync.RWMutex
+	compacting sync.Mutex
+	nextSeq    atomic.Int64
+
+	stopCompact context.CancelFunc
+	compactDone chan struct{}
+}
+
+// Options tune the spool's compaction; the zero value is the default.
+type Options struct {
+	// CompactEvery is how often the compactor looks at the spool
+	// (default 10 s).
+	CompactEvery time.Duration
+	// CompactAge is how long a spool file waits before compaction
+	// (default 1 min): bursts are absorbed by the spool and moved into
+	// the day tables after, in larger transactions.
+	CompactAge time.Duration
 }
 
 var _ flowstore.Store = (*Store)(nil)
@@ -95,7 +118,8 @@ const flowTableDef = `(
 	tcp_flags     UTINYINT,
 	bytes         UBIGINT,
 	packets       UBIGINT,
-	sampling_rate UINTEGER
+	sampling_rate UINTEGER,
+	seq           BIGINT
 )`
 
 const rollupColumns = "bucket, exporter, in_if, out_if, proto, ip_version, bytes, packets, flows"
@@ -116,8 +140,14 @@ const rollupTableDef = `CREATE TABLE IF NOT EXISTS rollups (
 // one row per key, except for late flows appended since.
 const metaTableDef = `CREATE TABLE IF NOT EXISTS rollup_meta (compacted_until BIGINT)`
 
-// Open opens (creating if needed) the flow store in the file at path.
+// Open opens (creating if needed) the flow store in the file at path,
+// with its spool in the folder path+".spool", and starts its compactor.
 func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenOptions(ctx, path, Options{})
+}
+
+// OpenOptions is Open with compaction settings.
+func OpenOptions(ctx context.Context, path string, o Options) (*Store, error) {
 	c, err := duck.NewConnector(path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb flow store: open %s: %w", path, err)
@@ -125,12 +155,21 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db := sql.OpenDB(c)
 	// Writers each take a connection for their transaction; keep them.
 	db.SetMaxIdleConns(8)
-	s := &Store{db: db, conn: c, path: path, days: map[int64]bool{}}
+	s := &Store{db: db, conn: c, path: path, days: map[int64]bool{}, spool: map[int64][]*spoolFile{}}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		c.Close()
 		return nil, fmt.Errorf("duckdb flow store: open %s: %w", path, err)
 	}
+	if o.CompactEvery <= 0 {
+		o.CompactEvery = 10 * time.Second
+	}
+	if o.CompactAge <= 0 {
+		o.CompactAge = time.Minute
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopCompact, s.compactDone = cancel, make(chan struct{})
+	go s.compactLoop(cctx, o.CompactEvery, o.CompactAge)
 	return s, nil
 }
 
@@ -154,11 +193,53 @@ func (s *Store) init(ctx context.Context) error {
 			s.days[d] = true
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	maxSeq, err := s.addSeq(ctx)
+	if err != nil {
+		return err
+	}
+	spoolMax, err := s.openSpool(ctx)
+	if err != nil {
+		return err
+	}
+	s.nextSeq.Store(max(maxSeq, spoolMax) + 1)
+	return nil
+}
+
+// addSeq gives day tables made before the spool their seq column
+// (numbered by rowid, as their cursors were) and returns the highest seq
+// stored.
+func (s *Store) addSeq(ctx context.Context) (int64, error) {
+	maxSeq := int64(-1)
+	for _, d := range s.allDays() {
+		var has bool
+		if err := s.db.QueryRowContext(ctx, "SELECT count(*) > 0 FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? AND column_name = 'seq'", tableName(d)).Scan(&has); err != nil {
+			return 0, fmt.Errorf("columns of %s: %w", tableName(d), err)
+		}
+		if !has {
+			for _, q := range []string{"ALTER TABLE " + tableName(d) + " ADD COLUMN seq BIGINT", "UPDATE " + tableName(d) + " SET seq = rowid"} {
+				if _, err := s.db.ExecContext(ctx, q); err != nil {
+					return 0, fmt.Errorf("add seq to %s: %w", tableName(d), err)
+				}
+			}
+		}
+		var m sql.NullInt64
+		if err := s.db.QueryRowContext(ctx, "SELECT max(seq) FROM "+tableName(d)).Scan(&m); err != nil {
+			return 0, fmt.Errorf("max seq of %s: %w", tableName(d), err)
+		}
+		if m.Valid {
+			maxSeq = max(maxSeq, m.Int64)
+		}
+	}
+	return maxSeq, nil
 }
 
 // Close closes the store.
 func (s *Store) Close() error {
+	s.stopCompact()
+	<-s.compactDone
 	s.ddl.Lock()
 	defer s.ddl.Unlock()
 	return errors.Join(s.db.Close(), s.conn.Close())
@@ -253,19 +334,44 @@ func (s *Store) allDays() []int64 {
 	return out
 }
 
-// from is a FROM source over the day tables hs with the given columns.
-// Conditions on it are pushed into each table's scan by DuckDB.
-func from(hs []int64, cols string) string {
+// allColumns are a day table's columns, in the order a spool file has
+// them.
+const allColumns = flowColumns + ", seq"
+
+// from is a FROM source over the day tables hs and their spool files.
+// Conditions on it are pushed into each scan by DuckDB.
+func from(hs []int64, files map[int64][]*spoolFile) string {
 	var b strings.Builder
 	b.WriteString("(")
-	for i, h := range hs {
-		if i > 0 {
+	n := 0
+	for _, h := range hs {
+		if n > 0 {
 			b.WriteString(" UNION ALL ")
 		}
-		b.WriteString("SELECT " + cols + " FROM " + tableName(h))
+		b.WriteString("SELECT " + allColumns + " FROM " + tableName(h))
+		n++
+		if fs := files[h]; len(fs) > 0 {
+			b.WriteString(" UNION ALL SELECT " + allColumns + " FROM " + parquetList(fs))
+		}
 	}
 	b.WriteString(") f")
 	return b.String()
+}
+
+// query runs a statement over the day tables hs and their spool files:
+// build makes it from the FROM source. The spool files are listed and the
+// statement started under view's read lock (see spool.go).
+func (s *Store) query(ctx context.Context, hs []int64, build func(src string) (string, []any), fn func(*sql.Rows) error) error {
+	s.view.RLock()
+	files := s.acquire(hs)
+	q, args := build(from(hs, files))
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	s.view.RUnlock()
+	defer s.release(files)
+	if err != nil {
+		return err
+	}
+	return eachRow(rows, fn)
 }
 
 // Stats reports what the store holds.
@@ -280,11 +386,21 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 	if len(hs) == 0 {
 		return st, nil
 	}
-	// A count(*) of a table is read from its metadata; min and max scan
-	// one column of the oldest and newest non-empty tables only.
+	// One snapshot for the counts and the bounds, so that a compaction
+	// does not count a flow twice.
+	s.view.RLock()
+	defer s.view.RUnlock()
+	files := s.acquire(hs)
+	defer s.release(files)
+	// A count(*) of a table is read from its metadata (and of a Parquet
+	// file from its footer); min and max scan one column of the oldest
+	// and newest non-empty days only.
 	var parts []string
 	for _, h := range hs {
 		parts = append(parts, "SELECT "+strconv.FormatInt(h, 10)+" AS h, count(*) AS n FROM "+tableName(h))
+		if fs := files[h]; len(fs) > 0 {
+			parts = append(parts, "SELECT "+strconv.FormatInt(h, 10)+" AS h, count(*) AS n FROM "+parquetList(fs))
+		}
 	}
 	rows, err := s.db.QueryContext(ctx, strings.Join(parts, " UNION ALL "))
 	if err != nil {
@@ -310,8 +426,9 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 		return st, nil
 	}
 	slices.Sort(nonEmpty)
+	first, last := nonEmpty[:1], nonEmpty[len(nonEmpty)-1:]
 	var oldest, newest int64
-	if err := s.db.QueryRowContext(ctx, "SELECT (SELECT min(time_start) FROM "+tableName(nonEmpty[0])+"), (SELECT max(time_start) FROM "+tableName(nonEmpty[len(nonEmpty)-1])+")").Scan(&oldest, &newest); err != nil {
+	if err := s.db.QueryRowContext(ctx, "SELECT (SELECT min(time_start) FROM "+from(first, files)+"), (SELECT max(time_start) FROM "+from(last, files)+")").Scan(&oldest, &newest); err != nil {
 		return st, fmt.Errorf("duckdb flow store: stats: %w", err)
 	}
 	st.Oldest, st.Newest = time.UnixMicro(oldest).UTC(), time.UnixMicro(newest).UTC()
@@ -319,7 +436,8 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 }
 
 // usedBytes is the file's used blocks plus the write-ahead log not yet
-// checkpointed into them (free blocks are reused before the file grows).
+// checkpointed into them (free blocks are reused before the file grows)
+// plus the spool.
 func (s *Store) usedBytes(ctx context.Context) (int64, error) {
 	var blockSize, used int64
 	if err := s.db.QueryRowContext(ctx, "SELECT block_size, used_blocks FROM pragma_database_size() WHERE database_name = current_database()").Scan(&blockSize, &used); err != nil {
@@ -329,5 +447,5 @@ func (s *Store) usedBytes(ctx context.Context) (int64, error) {
 	if fi, err := os.Stat(s.path + ".wal"); err == nil {
 		wal = fi.Size()
 	}
-	return blockSize*used + wal, nil
+	return blockSize*used + wal + s.spoolBytes(), nil
 }

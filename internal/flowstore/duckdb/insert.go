@@ -2,6 +2,7 @@ package duckdb
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 
 	duck "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/yagura/yagura/internal/flowfilter"
 	"github.com/yagura/yagura/internal/flowstore"
 )
 
@@ -32,16 +32,11 @@ type batch struct {
 	rollups map[rollupKey]rollupSum
 }
 
-// InsertFlows stores flows and their rollups in one transaction on a
-// connection of its own, so that several collector workers append at
-// once: all of the batch is stored or none, and it is durable (DuckDB
-// syncs its log at commit) and visible when InsertFlows returns.
-//
-// Each call is its own transaction. Merging concurrent calls into larger
-// ones (a group commit) was measured and dropped: with 4 writers of
-// 50,000-flow batches it cost about 30 % more CPU per flow, as DuckDB's
-// per-row work grows with the transaction (a 250,000-flow transaction cost
-// 2.9 µs of CPU a flow against 2.5 µs at 50,000).
+// InsertFlows stores flows: their rows as spool files (see spool.go) and
+// their rollups in a transaction on a connection of its own, so that
+// several collector workers write at once. All of the batch is stored or
+// none, it is durable (the files are synced, DuckDB syncs its log at
+// commit) and it is visible to queries when InsertFlows returns.
 func (s *Store) InsertFlows(ctx context.Context, flows []flowstore.Record) error {
 	if len(flows) == 0 {
 		return nil
@@ -90,13 +85,41 @@ func prepare(flows []flowstore.Record) *batch {
 	return b
 }
 
-// write stores b in one transaction on a connection of its own.
+// write stores b: spool files first (not yet listed), then the
+// rollups' transaction, then the files are renamed into place. A crash
+// between the two leaves rollups for flows that were never listed, the
+// one way they can disagree; never flows without their rollups.
 func (s *Store) write(ctx context.Context, b *batch) error {
 	s.ddl.RLock()
 	defer s.ddl.RUnlock()
+	// The day tables exist before any of their flows can be queried:
+	// queries find a day's spool files through its table.
 	if err := s.ensureTables(ctx, b.days); err != nil {
 		return err
 	}
+	first := s.nextSeq.Add(int64(len(b.flows))) - int64(len(b.flows))
+	files, err := s.writeSpool(b, first)
+	if err != nil {
+		return err
+	}
+	if err := s.writeRollups(ctx, b); err != nil {
+		removeTmp(files)
+		return err
+	}
+	return s.publish(files)
+}
+
+// writeRollups appends b's rollups in one transaction.
+func (s *Store) writeRollups(ctx context.Context, b *batch) error {
+	return s.tx(ctx, func(conn *sql.Conn) error {
+		return conn.Raw(func(dc any) error { return appendRollups(dc.(driver.Conn), b) })
+	}, nil)
+}
+
+// tx runs fn in a transaction on a connection of its own and commits it,
+// holding view exclusively around the COMMIT and calling committed
+// before releasing it when committed is not nil (see compactFiles).
+func (s *Store) tx(ctx context.Context, fn func(*sql.Conn) error, committed func()) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
@@ -105,77 +128,39 @@ func (s *Store) write(ctx context.Context, b *batch) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	committed := false
+	done := false
 	defer func() {
-		if !committed {
+		if !done {
 			// Without cancellation: a cancelled context must not leave the
 			// connection inside the transaction for its next user.
-			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the batch's error is what matters
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the transaction's error is what matters
 		}
 	}()
-	err = conn.Raw(func(dc any) error {
-		c := dc.(driver.Conn)
-		for _, d := range b.days {
-			if err := appendDay(c, d, b); err != nil {
-				return err
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		return appendRollups(c, b)
-	})
-	if err != nil {
+	if err := fn(conn); err != nil {
 		return err
+	}
+	if committed != nil {
+		s.view.Lock()
+		defer s.view.Unlock()
 	}
 	// Commits take turns here rather than inside DuckDB: a COMMIT waiting
 	// there for another's lock has its calling thread spin on DuckDB's
 	// task queue (seen in perf as a fifth of the CPU with two writers).
-	// Appends, the larger part, still run side by side.
 	s.commit.Lock()
 	_, err = conn.ExecContext(ctx, "COMMIT")
 	s.commit.Unlock()
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	committed = true
+	done = true
+	if committed != nil {
+		committed()
+	}
 	return nil
 }
 
 func addSum(a, b rollupSum) rollupSum {
 	return rollupSum{a.bytes + b.bytes, a.packets + b.packets, a.flows + b.flows}
-}
-
-// appendDay appends the flows of b that started on day d to its table.
-func appendDay(c driver.Conn, d int64, b *batch) error {
-	a, err := duck.NewAppender(c, "", "main", tableName(d))
-	if err != nil {
-		return fmt.Errorf("appender for %s: %w", tableName(d), err)
-	}
-	var exporter netip.Addr
-	var exporterText string
-	for i := range b.flows {
-		if b.dayIdx[i] != d {
-			continue
-		}
-		r := &b.flows[i]
-		if r.Exporter != exporter || exporterText == "" {
-			exporter, exporterText = r.Exporter, flowstore.ExporterText(r.Exporter)
-		}
-		src, dst := flowfilter.Addr16(r.SrcAddr), flowfilter.Addr16(r.DstAddr)
-		if err := a.AppendRow(
-			r.TimeStart.UnixMicro(), r.TimeEnd.UnixMicro(), exporterText,
-			r.InIf, r.OutIf, r.IPVersion, src[:], dst[:],
-			r.SrcPort, r.DstPort, r.Proto, r.TCPFlags,
-			r.Bytes, r.Packets, max(r.SamplingRate, 1),
-		); err != nil {
-			return errors.Join(fmt.Errorf("append flow to %s: %w", tableName(d), err), a.Close())
-		}
-	}
-	if err := a.Close(); err != nil {
-		return fmt.Errorf("append to %s: %w", tableName(d), err)
-	}
-	return nil
 }
 
 func appendRollups(c driver.Conn, b *batch) error {

@@ -124,30 +124,11 @@ func (s *Store) Series(ctx context.Context, q flowstore.SeriesQuery) ([]flowstor
 // the rollups or, with a filter, from the day tables hs.
 func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end time.Time, hs []int64, out []flowstore.Point) error {
 	iv := q.Interval.Microseconds()
-	var query string
-	var args []any
-	if q.Unfiltered() {
-		m := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "flows"}[q.Measure]
-		query = "SELECT (bucket - ?) // ? AS i, " + sumCol("sum("+m+")") + " FROM rollups WHERE bucket >= ? AND bucket < ?"
-		args = []any{start.UnixMicro(), iv, start.UnixMicro(), end.UnixMicro()}
-	} else {
-		if len(hs) == 0 {
-			return nil
-		}
-		w, wargs, err := where(q.Query, start, end)
-		if err != nil {
-			return err
-		}
-		m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.Measure]
-		query = "SELECT (time_start - ?) // ? AS i, " + m + " FROM " + from(hs, "*") + " WHERE " + w
-		args = append([]any{start.UnixMicro(), iv}, wargs...)
-	}
+	proto, protoArgs := "", []any(nil)
 	if q.Proto != 0 {
-		query += " AND proto = ?"
-		args = append(args, q.Proto)
+		proto, protoArgs = " AND proto = ?", []any{q.Proto}
 	}
-	query += " GROUP BY i"
-	return queryRows(ctx, s.db, query, args, func(rows *sql.Rows) error {
+	scan := func(rows *sql.Rows) error {
 		var i int64
 		var v uint64
 		if err := rows.Scan(&i, &v); err != nil {
@@ -157,7 +138,25 @@ func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end 
 			out[i].Value = v
 		}
 		return nil
-	})
+	}
+	if q.Unfiltered() {
+		m := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "flows"}[q.Measure]
+		query := "SELECT (bucket - ?) // ? AS i, " + sumCol("sum("+m+")") + " FROM rollups WHERE bucket >= ? AND bucket < ?" + proto + " GROUP BY i"
+		args := append([]any{start.UnixMicro(), iv, start.UnixMicro(), end.UnixMicro()}, protoArgs...)
+		return queryRows(ctx, s.db, query, args, scan)
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	w, wargs, err := where(q.Query, start, end)
+	if err != nil {
+		return err
+	}
+	m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.Measure]
+	args := append(append([]any{start.UnixMicro(), iv}, wargs...), protoArgs...)
+	return s.query(ctx, hs, func(src string) (string, []any) {
+		return "SELECT (time_start - ?) // ? AS i, " + m + " FROM " + src + " WHERE " + w + proto + " GROUP BY i", args
+	}, scan)
 }
 
 // ScanFlows streams the selected flows newest first, a day's table at a
@@ -180,7 +179,7 @@ func (s *Store) ScanFlows(ctx context.Context, q flowstore.ListQuery, fn func(fl
 		// Later days hold nothing the page wants.
 		c := q.After.TimeStart.UnixMicro()
 		last = dayOf(c)
-		w += " AND (time_start < ? OR (time_start = ? AND rowid < ?))"
+		w += " AND (time_start < ? OR (time_start = ? AND seq < ?))"
 		seq := min(q.After.Seq, math.MaxInt64)
 		wargs = append(wargs, c, c, int64(seq))
 	}
@@ -189,11 +188,13 @@ func (s *Store) ScanFlows(ctx context.Context, q flowstore.ListQuery, fn func(fl
 		if hs[i] > last {
 			continue
 		}
-		query := "SELECT rowid, " + flowColumns + " FROM " + tableName(hs[i]) + " WHERE " + w + " ORDER BY time_start DESC, rowid DESC"
+		limit := ""
 		if q.Limit > 0 {
-			query += " LIMIT " + strconv.Itoa(left)
+			limit = " LIMIT " + strconv.Itoa(left)
 		}
-		n, err := s.scanTable(ctx, query, wargs, fn)
+		n, err := s.scanDay(ctx, hs[i], func(src string) (string, []any) {
+			return "SELECT seq, " + flowColumns + " FROM " + src + " WHERE " + w + " ORDER BY time_start DESC, seq DESC" + limit, wargs
+		}, fn)
 		if err != nil {
 			if n == 0 && s.dropped(hs[i:i+1]) {
 				continue // expired while the scan ran
@@ -209,14 +210,11 @@ func (s *Store) ScanFlows(ctx context.Context, q flowstore.ListQuery, fn func(fl
 	return nil
 }
 
-func (s *Store) scanTable(ctx context.Context, query string, args []any, fn func(flowstore.Record, flowstore.Cursor) error) (int, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return 0, fmt.Errorf("duckdb flow store: scan flows: %w", err)
-	}
-	defer rows.Close()
+// scanDay runs a listing of day d's flows, calling fn for each, and
+// returns how many it called it for.
+func (s *Store) scanDay(ctx context.Context, d int64, build func(src string) (string, []any), fn func(flowstore.Record, flowstore.Cursor) error) (int, error) {
 	n := 0
-	for rows.Next() {
+	err := s.query(ctx, []int64{d}, build, func(rows *sql.Rows) error {
 		var (
 			r           flowstore.Record
 			seq, ts, te int64
@@ -225,7 +223,7 @@ func (s *Store) scanTable(ctx context.Context, query string, args []any, fn func
 		)
 		if err := rows.Scan(&seq, &ts, &te, &exporter, &r.InIf, &r.OutIf, &r.IPVersion, &src, &dst,
 			&r.SrcPort, &r.DstPort, &r.Proto, &r.TCPFlags, &r.Bytes, &r.Packets, &r.SamplingRate); err != nil {
-			return n, fmt.Errorf("duckdb flow store: scan flows: %w", err)
+			return err
 		}
 		r.TimeStart, r.TimeEnd = time.UnixMicro(ts).UTC(), time.UnixMicro(te).UTC()
 		r.SrcAddr, r.DstAddr = flowstore.AddrFrom16(src), flowstore.AddrFrom16(dst)
@@ -233,11 +231,9 @@ func (s *Store) scanTable(ctx context.Context, query string, args []any, fn func
 			r.Exporter, _ = netip.ParseAddr(exporter)
 		}
 		n++
-		if err := fn(r, flowstore.Cursor{TimeStart: r.TimeStart, Seq: uint64(seq)}); err != nil {
-			return n, err
-		}
-	}
-	if err := rows.Err(); err != nil {
+		return fn(r, flowstore.Cursor{TimeStart: r.TimeStart, Seq: uint64(seq)})
+	})
+	if err != nil {
 		return n, fmt.Errorf("duckdb flow store: scan flows: %w", err)
 	}
 	return n, nil

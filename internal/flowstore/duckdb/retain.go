@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/yagura/yagura/internal/flowstore"
@@ -24,10 +25,14 @@ import (
 //     then), until the file's used blocks and write-ahead log fit. The
 //     newest day is never dropped, and rollups are never dropped for size.
 //
-// Inserts wait while it runs.
+// The spool is compacted first, whatever its age, so that all of these
+// act on the day tables alone. Inserts wait while it runs.
 func (s *Store) Retain(ctx context.Context, r flowstore.Retention, now time.Time) error {
 	s.ddl.Lock()
 	defer s.ddl.Unlock()
+	if err := s.compact(ctx, time.Now().Add(time.Hour)); err != nil {
+		return fmt.Errorf("duckdb flow store: retain: %w", err)
+	}
 	dropped := false
 	if r.MaxAge > 0 {
 		cut := now.Add(-r.MaxAge).UnixMicro()
@@ -97,7 +102,9 @@ func (s *Store) dropDay(ctx context.Context, h int64) error {
 	}
 	s.mu.Lock()
 	delete(s.days, h)
+	fs := slices.Clone(s.spool[h])
 	s.mu.Unlock()
+	s.retire(fs) // none unless a compaction failed
 	return nil
 }
 

@@ -1,8 +1,12 @@
 package duckdb
 
 import (
+	"errors"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,22 +36,52 @@ func countFlows(t *testing.T, s *Store) int64 {
 	return st.Flows
 }
 
-// TestInsertIsAtomic: a batch that fails in its second day leaves nothing
-// of its first day or of its rollups.
+// TestInsertIsAtomic: a batch that fails (its second day's spool file
+// cannot be written, or its rollups cannot be appended) leaves nothing
+// of its flows, rollups or files, and the store takes the next batch.
 func TestInsertIsAtomic(t *testing.T) {
 	s := openAt(t, filepath.Join(t.TempDir(), "flows.duckdb"))
 	defer s.Close()
-	// The second day's table exists with a column the appender cannot
-	// fill, so its append fails after the first day's succeeded.
-	bad := dayOf(day0.Add(24 * time.Hour).UnixMicro())
-	if _, err := s.db.Exec("CREATE TABLE " + tableName(bad) + " (time_start BIGINT)"); err != nil {
+	batch := append(flowstoretest.Flows(100, day0, time.Hour, 1), flowstoretest.Flows(100, day0.Add(25*time.Hour), time.Hour, 2)...)
+	// The second day's spool folder is a file.
+	bad := s.dayDir(dayOf(day0.Add(25 * time.Hour).UnixMicro()))
+	if err := os.MkdirAll(filepath.Dir(bad), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.days[bad] = true
-	batch := append(flowstoretest.Flows(100, day0, time.Hour, 1), flowstoretest.Flows(100, day0.Add(25*time.Hour), time.Hour, 2)...)
-	if err := s.InsertFlows(t.Context(), batch); err == nil {
-		t.Fatal("insert into a broken table: no error")
+	if err := os.WriteFile(bad, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	if err := s.InsertFlows(t.Context(), batch); err == nil {
+		t.Fatal("insert with an unwritable spool: no error")
+	}
+	if err := os.Remove(bad); err != nil {
+		t.Fatal(err)
+	}
+	assertEmpty(t, s)
+
+	// Rollups that cannot be appended.
+	if _, err := s.db.Exec("ALTER TABLE rollups RENAME TO rollups_away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertFlows(t.Context(), batch); err == nil {
+		t.Fatal("insert without a rollups table: no error")
+	}
+	if _, err := s.db.Exec("ALTER TABLE rollups_away RENAME TO rollups"); err != nil {
+		t.Fatal(err)
+	}
+	assertEmpty(t, s)
+
+	// The store still takes the next batch.
+	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(10, day0, time.Hour, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if n := countFlows(t, s); n != 10 {
+		t.Errorf("%d flows after a good batch, want 10", n)
+	}
+}
+
+func assertEmpty(t *testing.T, s *Store) {
+	t.Helper()
 	if n := countFlows(t, s); n != 0 {
 		t.Errorf("%d flows stored by a failed batch", n)
 	}
@@ -58,13 +92,157 @@ func TestInsertIsAtomic(t *testing.T) {
 	if ps[0].Value != 0 || ps[1].Value != 0 {
 		t.Errorf("rollups of a failed batch: %v", ps)
 	}
-	// The store still takes the next batch.
-	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(10, day0, time.Hour, 3)); err != nil {
+	if files := spoolFiles(t, s); len(files) != 0 {
+		t.Errorf("files left by a failed batch: %v", files)
+	}
+}
+
+// spoolFiles lists every file under the spool folder.
+func spoolFiles(t *testing.T, s *Store) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(s.spoolDir(), func(p string, de fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err == nil && de.Type().IsRegular() {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n := countFlows(t, s); n != 10 {
-		t.Errorf("%d flows after a good batch, want 10", n)
+	return out
+}
+
+// TestSpoolCrash: a spool file whose flows a compaction had committed
+// when the process died (the file was not deleted yet) is not read
+// twice; a .tmp file of a batch that never returned is deleted; a spool
+// file not yet compacted is read after a restart, and seqs go on above
+// it.
+func TestSpoolCrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flows.duckdb")
+	s := openAt(t, path)
+	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(1000, day0, time.Hour, 1)); err != nil {
+		t.Fatal(err)
 	}
+	files := spoolFiles(t, s)
+	if len(files) != 1 {
+		t.Fatalf("spool files after one batch: %v", files)
+	}
+	saved, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if left := spoolFiles(t, s); len(left) != 0 {
+		t.Fatalf("spool files after compaction: %v", left)
+	}
+	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(500, day0.Add(2*time.Hour), time.Hour, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As if the process had died between the compaction's commit and
+	// the file's deletion, and in the middle of a batch.
+	if err := os.WriteFile(files[0], saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(filepath.Dir(files[0]), "00000000000000099999.parquet.tmp")
+	if err := os.WriteFile(tmp, []byte("half a batch"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openAt(t, path)
+	defer s.Close()
+	if n := countFlows(t, s); n != 1500 {
+		t.Errorf("%d flows after a restart, want 1500", n)
+	}
+	left := spoolFiles(t, s)
+	if len(left) != 1 || left[0] == files[0] || left[0] == tmp {
+		t.Errorf("spool after a restart: %v, want only the uncompacted batch", left)
+	}
+	if next := s.nextSeq.Load(); next != 1500 {
+		t.Errorf("next seq after a restart %d, want 1500", next)
+	}
+	if err := s.Compact(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var n, distinct int64
+	if err := s.db.QueryRow("SELECT count(*), count(DISTINCT seq) FROM "+tableName(dayOf(day0.UnixMicro()))).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1500 || distinct != 1500 {
+		t.Errorf("day table: %d flows with %d distinct seqs, want 1500 each", n, distinct)
+	}
+}
+
+// TestCompactionWhileQuerying: with the compactor running all the time,
+// queries never count a flow twice or miss one that was stored.
+func TestCompactionWhileQuerying(t *testing.T) {
+	s, err := OpenOptions(t.Context(), filepath.Join(t.TempDir(), "flows.duckdb"), Options{CompactEvery: time.Millisecond, CompactAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const batches, per = 100, 500
+	var stored atomic.Int64 // flows whose InsertFlows returned
+	var inFlight atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := range batches {
+			inFlight.Store(per)
+			if err := s.InsertFlows(t.Context(), flowstoretest.Flows(per, day0.Add(time.Duration(i)*time.Minute), time.Minute, uint64(i))); err != nil {
+				done <- err
+				return
+			}
+			stored.Add(per)
+			inFlight.Store(0)
+		}
+		done <- nil
+	}()
+	q := flowstore.TopQuery{Query: flowstore.Query{Since: day0, Until: day0.Add(24 * time.Hour)}, By: []flowstore.Key{flowstore.KeyProto}, OrderBy: flowstore.Flows, Limit: 10}
+	checks := 0
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+		lo := stored.Load()
+		res, err := s.Top(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hi := stored.Load() + inFlight.Load()
+		if got := int64(res.Total.Flows); got < lo || got > hi {
+			t.Fatalf("top counted %d flows while %d to %d were stored", got, lo, hi)
+		}
+		if res.Total.Flows > 0 {
+			checks++
+		}
+	}
+	if n := countFlows(t, s); n != batches*per {
+		t.Errorf("%d flows at the end, want %d", n, batches*per)
+	}
+	var inTable int64
+	if err := s.db.QueryRow("SELECT count(*) FROM " + tableName(dayOf(day0.UnixMicro()))).Scan(&inTable); err != nil {
+		t.Fatal(err)
+	}
+	if inTable == 0 {
+		t.Error("the compactor moved nothing into the day table")
+	}
+	if checks < 10 {
+		t.Errorf("only %d queries saw flows while they were inserted", checks)
+	}
+	t.Logf("%d consistent queries during compaction", checks)
 }
 
 // TestReopen: flows, rollups and cursors survive a restart.

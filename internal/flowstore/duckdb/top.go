@@ -68,7 +68,6 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 	if err != nil {
 		return res, false, err
 	}
-	src := from(hs, "*")
 	cols := make([]keyColumn, len(q.By))
 	for i, k := range q.By {
 		cols[i] = keyColumns[k]
@@ -88,10 +87,12 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 		order = append(order, k)
 	}
 	m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.OrderBy]
-	rankQ := "SELECT " + strings.Join(sel, ", ") + ", " + m + " AS m FROM " + src + " WHERE " + w +
-		" GROUP BY " + strings.Join(group, ", ") + " ORDER BY m DESC, " + strings.Join(order, ", ") + " LIMIT " + strconv.Itoa(q.Limit)
+	rankQ := func(src string) (string, []any) {
+		return "SELECT " + strings.Join(sel, ", ") + ", " + m + " AS m FROM " + src + " WHERE " + w +
+			" GROUP BY " + strings.Join(group, ", ") + " ORDER BY m DESC, " + strings.Join(order, ", ") + " LIMIT " + strconv.Itoa(q.Limit), wargs
+	}
 	var top []ranked
-	err = queryRows(ctx, s.db, rankQ, wargs, func(rows *sql.Rows) error {
+	err = s.query(ctx, hs, rankQ, func(rows *sql.Rows) error {
 		r := ranked{keys: make([]any, len(cols))}
 		dest := make([]any, 0, len(cols)+1)
 		for i := range r.keys {
@@ -108,8 +109,10 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 	}
 
 	// 2. Totals.
-	totalQ := "SELECT " + sumCol("coalesce(sum(bytes), 0)") + ", " + sumCol("coalesce(sum(packets), 0)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + w
-	err = queryRows(ctx, s.db, totalQ, wargs, func(rows *sql.Rows) error {
+	totalQ := func(src string) (string, []any) {
+		return "SELECT " + sumCol("coalesce(sum(bytes), 0)") + ", " + sumCol("coalesce(sum(packets), 0)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + w, wargs
+	}
+	err = s.query(ctx, hs, totalQ, func(rows *sql.Rows) error {
 		return scanAggregates(rows, nil, &res.Total)
 	})
 	if err != nil {
@@ -140,9 +143,11 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 		detailW += " AND " + c.col + " IN (" + strings.Join(in, ", ") + ")"
 	}
 	detailArgs = append([]any(nil), detailArgs...)
-	detailQ := "SELECT " + strings.Join(sel, ", ") + ", " + sumCol("sum(bytes)") + ", " + sumCol("sum(packets)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + detailW + " GROUP BY ALL"
+	detailQ := func(src string) (string, []any) {
+		return "SELECT " + strings.Join(sel, ", ") + ", " + sumCol("sum(bytes)") + ", " + sumCol("sum(packets)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + detailW + " GROUP BY ALL", detailArgs
+	}
 	detail := make(map[string]flowstore.TopRow, len(top))
-	err = queryRows(ctx, s.db, detailQ, detailArgs, func(rows *sql.Rows) error {
+	err = s.query(ctx, hs, detailQ, func(rows *sql.Rows) error {
 		keys := make([]any, len(cols))
 		var row flowstore.TopRow
 		if err := scanAggregates(rows, keys, &row); err != nil {
@@ -175,6 +180,11 @@ func queryRows(ctx context.Context, db *sql.DB, q string, args []any, fn func(*s
 	if err != nil {
 		return err
 	}
+	return eachRow(rows, fn)
+}
+
+// eachRow calls fn for each of rows, and closes them.
+func eachRow(rows *sql.Rows, fn func(*sql.Rows) error) error {
 	defer rows.Close()
 	for rows.Next() {
 		if err := fn(rows); err != nil {
