@@ -52,7 +52,7 @@ func BenchmarkTop10(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("store: %d flows in %d bytes on disk (%.1f bytes/flow)", st.Flows, st.Bytes, float64(st.Bytes)/float64(max(st.Flows, 1)))
-	flowstoretest.BenchTop(b, s, from, from.Add(24*time.Hour), int64(n))
+	flowstoretest.BenchTop(b, s, from, from.Add(24*time.Hour), int64(n), nil)
 }
 
 // loadBlock is how many flows one INSERT … SELECT of loadSynthetic makes:

@@ -69,6 +69,7 @@ type Store struct {
 	// held shared while a statement lists them and starts, exclusively
 	// while a compaction commits (see spool.go).
 	spool      map[int64][]*spoolFile
+	hours      map[hourKind]bool // hours of host sums: summed or not worth it (hosts.go)
 	view       sync.RWMutex
 	compacting sync.Mutex
 	nextSeq    atomic.Int64
@@ -155,7 +156,7 @@ func OpenOptions(ctx context.Context, path string, o Options) (*Store, error) {
 	db := sql.OpenDB(c)
 	// Writers each take a connection for their transaction; keep them.
 	db.SetMaxIdleConns(8)
-	s := &Store{db: db, conn: c, path: path, days: map[int64]bool{}, spool: map[int64][]*spoolFile{}}
+	s := &Store{db: db, conn: c, path: path, days: map[int64]bool{}, spool: map[int64][]*spoolFile{}, hours: map[hourKind]bool{}}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		c.Close()
@@ -194,6 +195,9 @@ func (s *Store) init(ctx context.Context) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := s.loadHours(ctx); err != nil {
 		return err
 	}
 	maxSeq, err := s.addSeq(ctx)
@@ -358,16 +362,29 @@ func from(hs []int64, files map[int64][]*spoolFile) string {
 	return b.String()
 }
 
-// query runs a statement over the day tables hs and their spool files:
-// build makes it from the FROM source. The spool files are listed and the
-// statement started under view's read lock (see spool.go).
-func (s *Store) query(ctx context.Context, hs []int64, build func(src string) (string, []any), fn func(*sql.Rows) error) error {
+// snapshot is what a statement reads besides the day tables: their
+// spool files and summed hours, listed together.
+type snapshot struct {
+	files map[int64][]*spoolFile
+	hours map[int64][2][]int64 // summed hours by day and kind
+}
+
+// from is a FROM source over the day tables hs and their spool files.
+func (v *snapshot) from(hs []int64) string { return from(hs, v.files) }
+
+// query runs a statement over the day tables hs, their spool files and
+// host sums: build makes it from the snapshot. The snapshot is taken and
+// the statement started under view's read lock (see spool.go).
+func (s *Store) query(ctx context.Context, hs []int64, build func(v *snapshot) (string, []any), fn func(*sql.Rows) error) error {
 	s.view.RLock()
-	files := s.acquire(hs)
-	q, args := build(from(hs, files))
+	v := &snapshot{files: s.acquire(hs), hours: map[int64][2][]int64{}}
+	for _, d := range hs {
+		v.hours[d] = s.summedHours(d)
+	}
+	q, args := build(v)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	s.view.RUnlock()
-	defer s.release(files)
+	defer s.release(v.files)
 	if err != nil {
 		return err
 	}

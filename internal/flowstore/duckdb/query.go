@@ -154,8 +154,8 @@ func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end 
 	}
 	m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.Measure]
 	args := append(append([]any{start.UnixMicro(), iv}, wargs...), protoArgs...)
-	return s.query(ctx, hs, func(src string) (string, []any) {
-		return "SELECT (time_start - ?) // ? AS i, " + m + " FROM " + src + " WHERE " + w + proto + " GROUP BY i", args
+	return s.query(ctx, hs, func(v *snapshot) (string, []any) {
+		return "SELECT (time_start - ?) // ? AS i, " + m + " FROM " + v.from(hs) + " WHERE " + w + proto + " GROUP BY i", args
 	}, scan)
 }
 
@@ -214,7 +214,7 @@ func (s *Store) ScanFlows(ctx context.Context, q flowstore.ListQuery, fn func(fl
 // returns how many it called it for.
 func (s *Store) scanDay(ctx context.Context, d int64, build func(src string) (string, []any), fn func(flowstore.Record, flowstore.Cursor) error) (int, error) {
 	n := 0
-	err := s.query(ctx, []int64{d}, build, func(rows *sql.Rows) error {
+	err := s.query(ctx, []int64{d}, func(v *snapshot) (string, []any) { return build(v.from([]int64{d})) }, func(rows *sql.Rows) error {
 		var (
 			r           flowstore.Record
 			seq, ts, te int64

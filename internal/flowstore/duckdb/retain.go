@@ -51,6 +51,9 @@ func (s *Store) Retain(ctx context.Context, r flowstore.Retention, now time.Time
 			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+tableName(d)+" WHERE time_start < ?", cut); err != nil {
 				return fmt.Errorf("duckdb flow store: retain: delete flows before %s: %w", time.UnixMicro(cut).UTC().Format(time.RFC3339), err)
 			}
+			if err := s.trimHours(ctx, d, cut); err != nil {
+				return err
+			}
 		}
 	}
 	if r.RollupMaxAge > 0 {
@@ -97,6 +100,9 @@ func (s *Store) checkpoint(ctx context.Context) error {
 }
 
 func (s *Store) dropDay(ctx context.Context, h int64) error {
+	if err := s.dropHours(ctx, h); err != nil {
+		return err
+	}
 	if _, err := s.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tableName(h)); err != nil {
 		return fmt.Errorf("duckdb flow store: retain: drop %s: %w", tableName(h), err)
 	}

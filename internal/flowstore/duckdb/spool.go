@@ -308,12 +308,12 @@ func (s *Store) compactFiles(ctx context.Context, d int64, fs []*spoolFile) erro
 		if _, err := conn.ExecContext(ctx, "INSERT INTO "+tableName(d)+" ("+allColumns+") SELECT "+allColumns+" FROM "+parquetList(fs)); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
-		return nil
+		return s.compactHosts(ctx, conn, d, fs)
 	}, func() { s.retire(fs) })
 }
 
 // compactLoop compacts, every `every`, the spool files older than age,
-// until ctx ends.
+// and sums the hours that are due (hosts.go), until ctx ends.
 func (s *Store) compactLoop(ctx context.Context, every, age time.Duration) {
 	defer close(s.compactDone)
 	t := time.NewTicker(every)
@@ -326,6 +326,9 @@ func (s *Store) compactLoop(ctx context.Context, every, age time.Duration) {
 		}
 		s.ddl.RLock()
 		err := s.compact(ctx, time.Now().Add(-age))
+		if err == nil {
+			err = s.aggregate(ctx, time.Now())
+		}
 		s.ddl.RUnlock()
 		if err != nil && ctx.Err() == nil {
 			slog.Error("flow store: compaction failed; flows stay in the spool and are still queried", "err", err)
@@ -434,10 +437,13 @@ func (s *Store) spoolBytes() int64 {
 }
 
 // Compact moves every spool file into the day tables now, whatever its
-// age (the compactor does this in the background; tests and tools use it
-// to reach a settled store).
+// age, and sums the hours that are due (the compactor does both in the
+// background; tests and tools use it to reach a settled store).
 func (s *Store) Compact(ctx context.Context) error {
 	s.ddl.RLock()
 	defer s.ddl.RUnlock()
-	return s.compact(ctx, time.Now().Add(time.Hour))
+	if err := s.compact(ctx, time.Now().Add(time.Hour)); err != nil {
+		return err
+	}
+	return s.aggregate(ctx, time.Now())
 }

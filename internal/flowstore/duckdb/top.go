@@ -68,6 +68,19 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 	if err != nil {
 		return res, false, err
 	}
+	// The flows of whole summed hours come from the host sums, where a
+	// row stands for n flows.
+	kind, useHosts := hostsKind(q)
+	source := func(v *snapshot) string {
+		if useHosts {
+			return v.hostsFrom(hs, kind, q.Since, q.Until)
+		}
+		return v.from(hs)
+	}
+	cnt := "CAST(count(*) AS UBIGINT)"
+	if useHosts {
+		cnt = "CAST(coalesce(sum(n), 0) AS UBIGINT)"
+	}
 	cols := make([]keyColumn, len(q.By))
 	for i, k := range q.By {
 		cols[i] = keyColumns[k]
@@ -86,8 +99,9 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 		}
 		order = append(order, k)
 	}
-	m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: "CAST(count(*) AS UBIGINT)"}[q.OrderBy]
-	rankQ := func(src string) (string, []any) {
+	m := map[flowstore.Measure]string{flowstore.Bytes: sumCol("sum(bytes)"), flowstore.Packets: sumCol("sum(packets)"), flowstore.Flows: cnt}[q.OrderBy]
+	rankQ := func(v *snapshot) (string, []any) {
+		src := source(v)
 		return "SELECT " + strings.Join(sel, ", ") + ", " + m + " AS m FROM " + src + " WHERE " + w +
 			" GROUP BY " + strings.Join(group, ", ") + " ORDER BY m DESC, " + strings.Join(order, ", ") + " LIMIT " + strconv.Itoa(q.Limit), wargs
 	}
@@ -109,8 +123,9 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 	}
 
 	// 2. Totals.
-	totalQ := func(src string) (string, []any) {
-		return "SELECT " + sumCol("coalesce(sum(bytes), 0)") + ", " + sumCol("coalesce(sum(packets), 0)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + w, wargs
+	totalQ := func(v *snapshot) (string, []any) {
+		src := source(v)
+		return "SELECT " + sumCol("coalesce(sum(bytes), 0)") + ", " + sumCol("coalesce(sum(packets), 0)") + ", " + cnt + ", min(time_start), max(time_end) FROM " + src + " WHERE " + w, wargs
 	}
 	err = s.query(ctx, hs, totalQ, func(rows *sql.Rows) error {
 		return scanAggregates(rows, nil, &res.Total)
@@ -143,8 +158,9 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 		detailW += " AND " + c.col + " IN (" + strings.Join(in, ", ") + ")"
 	}
 	detailArgs = append([]any(nil), detailArgs...)
-	detailQ := func(src string) (string, []any) {
-		return "SELECT " + strings.Join(sel, ", ") + ", " + sumCol("sum(bytes)") + ", " + sumCol("sum(packets)") + ", CAST(count(*) AS UBIGINT), min(time_start), max(time_end) FROM " + src + " WHERE " + detailW + " GROUP BY ALL", detailArgs
+	detailQ := func(v *snapshot) (string, []any) {
+		src := source(v)
+		return "SELECT " + strings.Join(sel, ", ") + ", " + sumCol("sum(bytes)") + ", " + sumCol("sum(packets)") + ", " + cnt + ", min(time_start), max(time_end) FROM " + src + " WHERE " + detailW + " GROUP BY ALL", detailArgs
 	}
 	detail := make(map[string]flowstore.TopRow, len(top))
 	err = s.query(ctx, hs, detailQ, func(rows *sql.Rows) error {
@@ -177,6 +193,15 @@ func (s *Store) top(ctx context.Context, q flowstore.TopQuery, hs []int64, exact
 // queryRows runs q and calls fn for each row.
 func queryRows(ctx context.Context, db *sql.DB, q string, args []any, fn func(*sql.Rows) error) error {
 	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	return eachRow(rows, fn)
+}
+
+// queryRowsConn is queryRows on one connection (inside its transaction).
+func queryRowsConn(ctx context.Context, conn *sql.Conn, q string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := conn.QueryContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}

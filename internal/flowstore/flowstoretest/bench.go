@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/yagura/yagura/internal/flowfilter"
+
 	"github.com/yagura/yagura/internal/flowstore"
 )
 
@@ -103,11 +105,12 @@ func Load(tb testing.TB, s flowstore.Store, n int, from time.Time, span time.Dur
 }
 
 // BenchTop times the top 10 source addresses by bytes over [since,
-// until), which must hold flows flows, and reports ms/top.
-func BenchTop(b *testing.B, s flowstore.Store, since, until time.Time, flows int64) {
+// until), which must hold flows flows, of the flows filter matches (nil:
+// all of them), and reports ms/top.
+func BenchTop(b *testing.B, s flowstore.Store, since, until time.Time, flows int64, filter flowfilter.Expr) {
 	b.Helper()
 	q := flowstore.TopQuery{
-		Query:   flowstore.Query{Since: since, Until: until},
+		Query:   flowstore.Query{Since: since, Until: until, Filter: filter},
 		By:      []flowstore.Key{flowstore.KeySrcIP},
 		OrderBy: flowstore.Bytes,
 		Limit:   10,
