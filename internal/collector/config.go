@@ -26,7 +26,7 @@ func DefaultConfig() Config {
 		Sockets:      runtime.GOMAXPROCS(0),
 		ReadBuffer:   64 << 20,
 		BatchFlows:   50000,
-		Writers:      2,
+		Writers:      4,
 		FlushEvery:   time.Second,
 		Backlog:      10,
 		MaxExporters: 10000,
@@ -78,7 +78,7 @@ func (c Config) validate() error {
 	case c.BatchFlows < 0 || c.BatchFlows > 1_000_000:
 		return fmt.Errorf("batch_flows is %d: use 1 to 1000000 (0 for 50000)", c.BatchFlows)
 	case c.Writers < 0 || c.Writers > 64:
-		return fmt.Errorf("writers is %d: use 1 to 64 (0 for 2)", c.Writers)
+		return fmt.Errorf("writers is %d: use 1 to 64 (0 for 4)", c.Writers)
 	case c.FlushEvery < 0 || c.FlushEvery > time.Hour:
 		return fmt.Errorf("flush_every is %s: use a duration up to 1h such as 1s (0 for 1s)", c.FlushEvery)
 	case c.Backlog < 0 || c.Backlog > 10000:
