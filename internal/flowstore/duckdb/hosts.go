@@ -95,7 +95,7 @@ func hostsSelect(src, cond string) string {
 		cond = " WHERE " + cond
 	}
 	one := func(kind int, col string) string {
-		return "SELECT " + strconv.Itoa(kind) + " AS kind, time_start // " + strconv.FormatInt(hourMicros, 10) + " * " + strconv.FormatInt(hourMicros, 10) + " AS hour, " + col + " AS addr, bytes, packets, time_start, time_end FROM " + src + cond
+		return "SELECT " + strconv.Itoa(kind) + " AS kind, " + floorTo("time_start", hourMicros) + " AS hour, " + col + " AS addr, bytes, packets, time_start, time_end FROM " + src + cond
 	}
 	return `SELECT kind, hour, addr,
 		CAST(least(sum(bytes), 18446744073709551615) AS UBIGINT),
@@ -215,7 +215,7 @@ func (s *Store) compactHosts(ctx context.Context, conn *sql.Conn, d int64, fs []
 	if len(hs[0])+len(hs[1]) == 0 {
 		return nil
 	}
-	hour := "time_start // " + strconv.FormatInt(hourMicros, 10) + " * " + strconv.FormatInt(hourMicros, 10)
+	hour := floorTo("time_start", hourMicros)
 	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(hs[0]), hs[1]...))))
 	var keep []string
 	for k, h := range hs {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -140,10 +141,24 @@ func (s *Store) series(ctx context.Context, q flowstore.SeriesQuery, start, end 
 		return nil
 	}
 	if q.Unfiltered() {
+		// The rollups table, plus the rollups of the flows still in the
+		// spool, summed from its files.
 		m := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "flows"}[q.Measure]
-		query := "SELECT (bucket - ?) // ? AS i, " + sumCol("sum("+m+")") + " FROM rollups WHERE bucket >= ? AND bucket < ?" + proto + " GROUP BY i"
+		rollups := "SELECT (bucket - ?) // ? AS i, " + m + " AS v FROM rollups WHERE bucket >= ? AND bucket < ?" + proto
 		args := append([]any{start.UnixMicro(), iv, start.UnixMicro(), end.UnixMicro()}, protoArgs...)
-		return queryRows(ctx, s.db, query, args, scan)
+		return s.query(ctx, hs, func(v *snapshot) (string, []any) {
+			var files []*spoolFile
+			for _, d := range hs {
+				files = append(files, v.files[d]...)
+			}
+			union, uargs := rollups, args
+			if len(files) > 0 {
+				sm := map[flowstore.Measure]string{flowstore.Bytes: "bytes", flowstore.Packets: "packets", flowstore.Flows: "1"}[q.Measure]
+				union += " UNION ALL SELECT (time_start - ?) // ? AS i, " + sm + " AS v FROM " + parquetList(files) + " WHERE time_start >= ? AND time_start < ?" + proto
+				uargs = append(slices.Clone(args), args...)
+			}
+			return "SELECT i, " + sumCol("sum(v)") + " FROM (" + union + ") GROUP BY i", uargs
+		}, scan)
 	}
 	if len(hs) == 0 {
 		return nil
