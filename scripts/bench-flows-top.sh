@@ -7,8 +7,8 @@
 #
 #   FLOWS=20M ./scripts/bench-flows-top.sh
 #
-# Environment: FLOWS (20M), NFCAPD_RATE (2M flows/s), YAGURA_RATE (250k
-# flows/s: what the embedded store sustains without loss here, see
+# Environment: FLOWS (20M), NFCAPD_RATE (2M flows/s), YAGURA_RATE (1M
+# flows/s: what the embedded store takes without loss here, see
 # bench-flows.sh),
 # RUNS (3 timed queries each), YAGURA (a binary; default: build bin/yagura),
 # WORK (scratch directory).
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 FLOWS="${FLOWS:-20M}"
 NFCAPD_RATE="${NFCAPD_RATE:-2M}"
-YAGURA_RATE="${YAGURA_RATE:-250k}"
+YAGURA_RATE="${YAGURA_RATE:-1M}"
 RUNS="${RUNS:-3}"
 SEED=11
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"

@@ -8,11 +8,11 @@
 # Yagura runs as `yagura server` with its embedded DuckDB flow store, and a
 # flow counts as stored once `yagura ctl flows top` counts it (queryable).
 #
-#   PROTOCOLS="v5 v9 ipfix" RATES="250k 500k 1M 2M 4M" STEP=10s ./scripts/bench-flows.sh
+#   PROTOCOLS="v5 v9 ipfix" RATES="1M 1500k 2M 3M" STEP=10s ./scripts/bench-flows.sh
 #
 # Environment:
 #   PROTOCOLS   protocols to run (v5 v9 ipfix)
-#   RATES       offered rates in flows/s, in increasing order (250k 500k 1M 2M 4M)
+#   RATES       offered rates in flows/s, in increasing order (500k 1M 1500k 2M 3M)
 #   STEP        how long each rate is sent (10s)
 #   COLLECTORS  which collectors to run (nfcapd yagura)
 #   WORKERS     flowgen workers (1); EXPORTERS flowgen exporters (default: WORKERS)
@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROTOCOLS="${PROTOCOLS:-v5 v9 ipfix}"
-RATES="${RATES:-250k 500k 1M 2M 4M}"
+RATES="${RATES:-500k 1M 1500k 2M 3M}"
 STEP="${STEP:-10s}"
 COLLECTORS="${COLLECTORS:-nfcapd yagura}"
 WORKERS="${WORKERS:-1}"
