@@ -2,7 +2,9 @@
 // the data folder (not the event store's: flows arrive a thousand times
 // faster and would starve its writer), needing no server.
 //
-// Raw flows live in one table per UTC day of their TimeStart
+// Flows land in a spool of Parquet files and are moved into the day
+// tables a minute later (spool.go). Raw flows live in one table per UTC
+// day of their TimeStart
 // (flows_20260301). A time range reads only the days it covers, a listing
 // sorts at most a day at a time, and retention drops whole tables, which
 // frees their blocks at the next checkpoint (DuckDB never gives back the
@@ -16,16 +18,13 @@
 // insert profile) and every scan (hashing src_addr over 2M flows took
 // 31 ms uncompressed against 44 ms), for some disk.
 //
-// The 5-minute rollups live in one table, appended by every InsertFlows
-// from a Go-side aggregation of its batch, so rows for the same interval
-// and key repeat until Retain compacts the finished intervals; queries sum
-// them anyway.
+// The 5-minute rollups live in one table, appended by every compaction
+// of the spool, so rows for the same interval and key repeat until Retain
+// compacts the finished intervals; queries sum them anyway, and add the
+// rollups of the flows still in the spool.
 //
-// Cursor.Seq is the flow's rowid in its day's table: rowids are assigned
-// at commit and not reused while the table lives. Only Retain's deletion
-// of the expired part of the oldest day may renumber that day's rows (when
-// a checkpoint merges its row groups), so a listing paging through the
-// very flows that are expiring may skip or repeat some.
+// Cursor.Seq is the flow's seq column: a number given to each flow when
+// it is stored, unique and kept through compaction and retention.
 package duckdb
 
 import (
@@ -62,7 +61,7 @@ type Store struct {
 	// create serialises CREATE TABLE: two transactions creating the same
 	// table conflict in DuckDB's catalog.
 	create sync.Mutex
-	// commit serialises COMMITs (see writeRollups).
+	// commit serialises COMMITs (see tx).
 	commit sync.Mutex
 
 	// spool lists the spool files of each day (guarded by mu); view is
@@ -223,15 +222,23 @@ func (s *Store) addSeq(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("columns of %s: %w", tableName(d), err)
 		}
 		if !has {
-			for _, q := range []string{"ALTER TABLE " + tableName(d) + " ADD COLUMN seq BIGINT", "UPDATE " + tableName(d) + " SET seq = rowid"} {
-				if _, err := s.db.ExecContext(ctx, q); err != nil {
-					return 0, fmt.Errorf("add seq to %s: %w", tableName(d), err)
-				}
+			if _, err := s.db.ExecContext(ctx, "ALTER TABLE "+tableName(d)+" ADD COLUMN seq BIGINT"); err != nil {
+				return 0, fmt.Errorf("add seq to %s: %w", tableName(d), err)
 			}
 		}
 		var m sql.NullInt64
-		if err := s.db.QueryRowContext(ctx, "SELECT max(seq) FROM "+tableName(d)).Scan(&m); err != nil {
+		var nulls int64
+		if err := s.db.QueryRowContext(ctx, "SELECT max(seq), count(*) - count(seq) FROM "+tableName(d)).Scan(&m, &nulls); err != nil {
 			return 0, fmt.Errorf("max seq of %s: %w", tableName(d), err)
+		}
+		// Also after a crash between adding the column and numbering.
+		if nulls > 0 {
+			if _, err := s.db.ExecContext(ctx, "UPDATE "+tableName(d)+" SET seq = rowid WHERE seq IS NULL"); err != nil {
+				return 0, fmt.Errorf("number the flows of %s: %w", tableName(d), err)
+			}
+			if err := s.db.QueryRowContext(ctx, "SELECT max(seq) FROM "+tableName(d)).Scan(&m); err != nil {
+				return 0, fmt.Errorf("max seq of %s: %w", tableName(d), err)
+			}
 		}
 		if m.Valid {
 			maxSeq = max(maxSeq, m.Int64)
@@ -373,22 +380,58 @@ type snapshot struct {
 func (v *snapshot) from(hs []int64) string { return from(hs, v.files) }
 
 // query runs a statement over the day tables hs, their spool files and
-// host sums: build makes it from the snapshot. The snapshot is taken and
-// the statement started under view's read lock (see spool.go).
+// host sums: build makes it from the snapshot. See spool.go: the
+// statement runs in a transaction whose snapshot is taken, with the
+// spool's list, under view's read lock; the statement itself runs after
+// the lock is released (duckdb-go runs it whole inside QueryContext, and
+// a compaction must not wait for a long one), with the files it reads
+// kept from deletion until it is done.
 func (s *Store) query(ctx context.Context, hs []int64, build func(v *snapshot) (string, []any), fn func(*sql.Rows) error) error {
-	s.view.RLock()
-	v := &snapshot{files: s.acquire(hs), hours: map[int64][2][]int64{}}
-	for _, d := range hs {
-		v.hours[d] = s.summedHours(d)
-	}
-	q, args := build(v)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	s.view.RUnlock()
-	defer s.release(v.files)
+	conn, v, done, err := s.begin(ctx, hs)
 	if err != nil {
 		return err
 	}
+	q, args := build(v)
+	rows, err := conn.QueryContext(ctx, q, args...)
+	if err != nil {
+		done()
+		return err
+	}
+	defer done()
 	return eachRow(rows, fn)
+}
+
+// begin opens a read transaction on a connection of its own and takes
+// its snapshot with the spool files and summed hours of the days hs, under
+// view's read lock. done ends it and lets the files go.
+func (s *Store) begin(ctx context.Context, hs []int64) (conn *sql.Conn, v *snapshot, done func(), err error) {
+	conn, err = s.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		conn.Close()
+		return nil, nil, nil, err
+	}
+	s.view.RLock()
+	// DuckDB takes a transaction's snapshot when it first reads.
+	_, err = conn.ExecContext(ctx, "SELECT 1 FROM rollup_meta LIMIT 0")
+	v = &snapshot{files: s.acquire(hs), hours: map[int64][2][]int64{}}
+	for _, d := range hs {
+		v.hours[d] = s.summedHours(d)
+	}
+	s.view.RUnlock()
+	done = func() {
+		// Read-only: how it ends does not matter.
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // read-only
+		conn.Close()
+		s.release(v.files)
+	}
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return conn, v, done, nil
 }
 
 // Stats reports what the store holds.
@@ -405,10 +448,12 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 	}
 	// One snapshot for the counts and the bounds, so that a compaction
 	// does not count a flow twice.
-	s.view.RLock()
-	defer s.view.RUnlock()
-	files := s.acquire(hs)
-	defer s.release(files)
+	conn, v, done, err := s.begin(ctx, hs)
+	if err != nil {
+		return st, fmt.Errorf("duckdb flow store: stats: %w", err)
+	}
+	defer done()
+	files := v.files
 	// A count(*) of a table is read from its metadata (and of a Parquet
 	// file from its footer); min and max scan one column of the oldest
 	// and newest non-empty days only.
@@ -419,7 +464,7 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 			parts = append(parts, "SELECT "+strconv.FormatInt(h, 10)+" AS h, count(*) AS n FROM "+parquetList(fs))
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, strings.Join(parts, " UNION ALL "))
+	rows, err := conn.QueryContext(ctx, strings.Join(parts, " UNION ALL "))
 	if err != nil {
 		return st, fmt.Errorf("duckdb flow store: stats: %w", err)
 	}
@@ -445,7 +490,7 @@ func (s *Store) Stats(ctx context.Context) (flowstore.Stats, error) {
 	slices.Sort(nonEmpty)
 	first, last := nonEmpty[:1], nonEmpty[len(nonEmpty)-1:]
 	var oldest, newest int64
-	if err := s.db.QueryRowContext(ctx, "SELECT (SELECT min(time_start) FROM "+from(first, files)+"), (SELECT max(time_start) FROM "+from(last, files)+")").Scan(&oldest, &newest); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT (SELECT min(time_start) FROM "+from(first, files)+"), (SELECT max(time_start) FROM "+from(last, files)+")").Scan(&oldest, &newest); err != nil {
 		return st, fmt.Errorf("duckdb flow store: stats: %w", err)
 	}
 	st.Oldest, st.Newest = time.UnixMicro(oldest).UTC(), time.UnixMicro(newest).UTC()

@@ -108,9 +108,14 @@ func hostsSelect(src, cond string) string {
 // aggregate sums the hours that ended hostsDelay before now and were
 // not processed yet, an hour per transaction (which bounds the memory a
 // grouping takes).
-func (s *Store) aggregate(ctx context.Context, now time.Time) error {
+//
+// At most limit hours are summed per call (0: all), so that the first run
+// over days of flows (after an upgrade or downtime) does not hold off
+// compaction and retention for long.
+func (s *Store) aggregate(ctx context.Context, now time.Time, limit int) error {
 	s.compacting.Lock()
 	defer s.compacting.Unlock()
+	summed := 0
 	last := now.Add(-hostsDelay).UnixMicro() - hourMicros // the latest hour start to sum
 	for _, d := range s.allDays() {
 		for h := d * dayMicros; h < (d+1)*dayMicros && h <= last; h += hourMicros {
@@ -126,26 +131,30 @@ func (s *Store) aggregate(ctx context.Context, now time.Time) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if summed++; limit > 0 && summed >= limit {
+				return nil
+			}
 		}
 	}
 	return nil
 }
 
-// aggregateHour sums hour h of day d. An hour without flows in its day
-// table is left for a later run (its flows may still be in the spool).
-// Callers hold compacting, so no compaction adds flows meanwhile.
+// aggregateHour sums hour h of day d (an hour without flows too: flows
+// still in the spool for it are summed when compacted). Callers hold
+// compacting, so no compaction adds flows meanwhile.
 func (s *Store) aggregateHour(ctx context.Context, d, h int64) error {
 	var flows int64
 	cond := "time_start >= " + strconv.FormatInt(h, 10) + " AND time_start < " + strconv.FormatInt(h+hourMicros, 10)
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM "+tableName(d)+" WHERE "+cond).Scan(&flows); err != nil {
 		return err
 	}
-	if flows == 0 {
-		return nil
-	}
 	var worth [2]bool
 	return s.tx(ctx, func(conn *sql.Conn) error {
 		if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+hostsName(d)+" "+hostsTableDef); err != nil {
+			return err
+		}
+		// Rows a failed retention left behind must not be summed twice.
+		if _, err := conn.ExecContext(ctx, "DELETE FROM "+hostsName(d)+" WHERE hour = ?", h); err != nil {
 			return err
 		}
 		if _, err := conn.ExecContext(ctx, "INSERT INTO "+hostsName(d)+" "+hostsSelect(tableName(d), cond)); err != nil {
@@ -230,10 +239,11 @@ func (s *Store) compactHosts(ctx context.Context, conn *sql.Conn, d int64, fs []
 	return nil
 }
 
-// trimHours forgets the sums of the hours of day d that start before
-// cut (those wholly expired, and the one retention cuts through, which
-// is summed again from what is left).
-func (s *Store) trimHours(ctx context.Context, d, cut int64) error {
+// trimDay deletes day d's flows that started before cut and, in the same
+// transaction, the sums of its hours that start before cut (those wholly
+// expired, and the one the cut falls in, which is summed again from what
+// is left).
+func (s *Store) trimDay(ctx context.Context, d, cut int64) error {
 	var gone []int64
 	s.mu.RLock()
 	for k := range s.hours {
@@ -243,10 +253,13 @@ func (s *Store) trimHours(ctx context.Context, d, cut int64) error {
 	}
 	s.mu.RUnlock()
 	gone = slices.Compact(slices.Sorted(slices.Values(gone)))
-	if len(gone) == 0 {
-		return nil
-	}
 	err := s.tx(ctx, func(conn *sql.Conn) error {
+		if _, err := conn.ExecContext(ctx, "DELETE FROM "+tableName(d)+" WHERE time_start < ?", cut); err != nil {
+			return err
+		}
+		if len(gone) == 0 {
+			return nil
+		}
 		if _, err := conn.ExecContext(ctx, "DELETE FROM hosts_hours WHERE hour IN ("+int64List(gone)+")"); err != nil {
 			return err
 		}
@@ -261,24 +274,27 @@ func (s *Store) trimHours(ctx context.Context, d, cut int64) error {
 		s.mu.Unlock()
 	})
 	if err != nil {
-		return fmt.Errorf("duckdb flow store: retain: host sums of %s: %w", tableName(d), err)
+		return fmt.Errorf("duckdb flow store: retain: delete flows of %s before %s: %w", tableName(d), time.UnixMicro(cut).UTC().Format(time.RFC3339), err)
 	}
 	return nil
 }
 
-// dropHours forgets every sum of day d, whose tables are dropped:
-// queries stop using them first.
+// dropHours forgets every sum of day d, whose tables are dropped, in
+// one transaction; queries stop using them when it commits.
 func (s *Store) dropHours(ctx context.Context, d int64) error {
-	s.view.Lock()
-	s.mu.Lock()
-	maps.DeleteFunc(s.hours, func(k hourKind, _ bool) bool { return dayOf(k.hour) == d })
-	s.mu.Unlock()
-	s.view.Unlock()
-	if _, err := s.db.ExecContext(ctx, "DELETE FROM hosts_hours WHERE hour >= ? AND hour < ?", d*dayMicros, (d+1)*dayMicros); err != nil {
+	err := s.tx(ctx, func(conn *sql.Conn) error {
+		if _, err := conn.ExecContext(ctx, "DROP TABLE IF EXISTS "+hostsName(d)); err != nil {
+			return err
+		}
+		_, err := conn.ExecContext(ctx, "DELETE FROM hosts_hours WHERE hour >= ? AND hour < ?", d*dayMicros, (d+1)*dayMicros)
+		return err
+	}, func() {
+		s.mu.Lock()
+		maps.DeleteFunc(s.hours, func(k hourKind, _ bool) bool { return dayOf(k.hour) == d })
+		s.mu.Unlock()
+	})
+	if err != nil {
 		return fmt.Errorf("duckdb flow store: retain: drop host sums of %s: %w", tableName(d), err)
-	}
-	if _, err := s.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+hostsName(d)); err != nil {
-		return fmt.Errorf("duckdb flow store: retain: drop %s: %w", hostsName(d), err)
 	}
 	return nil
 }

@@ -48,10 +48,7 @@ func (s *Store) Retain(ctx context.Context, r flowstore.Retention, now time.Time
 				dropped = true
 				continue
 			}
-			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+tableName(d)+" WHERE time_start < ?", cut); err != nil {
-				return fmt.Errorf("duckdb flow store: retain: delete flows before %s: %w", time.UnixMicro(cut).UTC().Format(time.RFC3339), err)
-			}
-			if err := s.trimHours(ctx, d, cut); err != nil {
+			if err := s.trimDay(ctx, d, cut); err != nil {
 				return err
 			}
 		}

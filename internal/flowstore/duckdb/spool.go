@@ -59,6 +59,8 @@ const (
 	// compactMaxFiles bounds one compaction transaction (and the memory
 	// DuckDB needs for it): 256 batches of 50,000 flows.
 	compactMaxFiles = 256
+	// aggregatePerTick bounds the hours the compactor sums at a time.
+	aggregatePerTick = 6
 )
 
 // spoolRow is a flow in a spool file; the names and types are the day
@@ -90,6 +92,7 @@ type spoolFile struct {
 	day     int64
 	first   int64 // seq of its first flow
 	rows    int64
+	size    int64 // bytes on disk
 	written time.Time
 	refs    int  // statements reading it
 	gone    bool // compacted or dropped: delete when refs reaches 0
@@ -132,22 +135,24 @@ func (s *Store) writeSpool(b *batch, first int64) ([]*spoolFile, error) {
 		}
 		f := &spoolFile{day: d, first: seq0, rows: int64(len(rows))}
 		f.path = filepath.Join(s.dayDir(d), fmt.Sprintf("%020d%s", seq0, spoolExt))
-		if err := writeParquet(f.path+".tmp", rows); err != nil {
+		size, err := writeParquet(f.path+".tmp", rows)
+		if err != nil {
 			removeTmp(out)
 			return nil, err
 		}
+		f.size = size
 		out = append(out, f)
 	}
 	return out, nil
 }
 
-func writeParquet(path string, rows []spoolRow) (err error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("spool: %w", err)
+func writeParquet(path string, rows []spoolRow) (size int64, err error) {
+	if err := mkdirSynced(filepath.Dir(path)); err != nil {
+		return 0, err
 	}
 	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return 0, fmt.Errorf("spool: %w", err)
 	}
 	defer func() {
 		if cerr := fh.Close(); err == nil && cerr != nil {
@@ -159,15 +164,36 @@ func writeParquet(path string, rows []spoolRow) (err error) {
 	}()
 	w := parquet.NewGenericWriter[spoolRow](fh, parquet.Compression(&fastSnappy{}), parquet.MaxRowsPerRowGroup(int64(max(len(rows), 1))))
 	if _, err := w.Write(rows); err != nil {
-		return fmt.Errorf("spool: write %s: %w", path, err)
+		return 0, fmt.Errorf("spool: write %s: %w", path, err)
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("spool: write %s: %w", path, err)
+		return 0, fmt.Errorf("spool: write %s: %w", path, err)
 	}
 	// Synced like DuckDB's own commit: a batch InsertFlows accepted
 	// survives a power cut.
 	if err := fh.Sync(); err != nil {
-		return fmt.Errorf("spool: sync %s: %w", path, err)
+		return 0, fmt.Errorf("spool: sync %s: %w", path, err)
+	}
+	fi, err := fh.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	return fi.Size(), nil
+}
+
+// mkdirSynced creates dir (a day's folder) and its parent if missing,
+// syncing each parent so that they survive a power cut.
+func mkdirSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("spool: %w", err)
+		}
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -186,22 +212,44 @@ func removeTmp(fs []*spoolFile) {
 	}
 }
 
-// publish renames the batch's files into place and lists them for
-// queries.
+// publish renames the batch's files into place, syncs their folders (a
+// rename is durable only then) and lists them for queries. A batch
+// spanning midnight that a crash interrupts between its two renames keeps
+// the first day's file: the one way a batch can be stored in part.
 func (s *Store) publish(fs []*spoolFile) error {
 	now := time.Now()
 	for i, f := range fs {
 		if err := os.Rename(f.path+".tmp", f.path); err != nil {
 			removeTmp(fs[i:])
+			for _, g := range fs[:i] {
+				os.Remove(g.path) //nolint:errcheck // best effort after a failed batch
+			}
 			return fmt.Errorf("spool: %w", err)
 		}
 		f.written = now
+	}
+	for _, f := range fs {
+		if err := syncDir(filepath.Dir(f.path)); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	for _, f := range fs {
 		s.spool[f.day] = append(s.spool[f.day], f)
 	}
 	s.mu.Unlock()
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("spool: sync %s: %w", dir, err)
+	}
 	return nil
 }
 
@@ -299,6 +347,11 @@ func (s *Store) compact(ctx context.Context, cut time.Time) error {
 			return nil
 		}
 		if err := s.compactFiles(ctx, d, fs); err != nil {
+			// A damaged file would stop every compaction (and retention,
+			// which compacts first): set it aside and go on.
+			if n := s.quarantineDamaged(fs); n > 0 && ctx.Err() == nil {
+				continue
+			}
 			return fmt.Errorf("duckdb flow store: compact spool of %s: %w", tableName(d), err)
 		}
 	}
@@ -357,7 +410,7 @@ func (s *Store) compactLoop(ctx context.Context, every, age time.Duration) {
 		s.ddl.RLock()
 		err := s.compact(ctx, time.Now().Add(-age))
 		if err == nil {
-			err = s.aggregate(ctx, time.Now())
+			err = s.aggregate(ctx, time.Now(), aggregatePerTick)
 		}
 		s.ddl.RUnlock()
 		if err != nil && ctx.Err() == nil {
@@ -400,7 +453,10 @@ func (s *Store) openSpool(ctx context.Context) (int64, error) {
 			}
 			rows, err := parquetRows(p)
 			if err != nil {
-				return 0, err
+				if qerr := s.quarantine(p, err); qerr != nil {
+					return 0, qerr
+				}
+				continue
 			}
 			f := &spoolFile{path: p, day: d, first: first, rows: rows}
 			done, err := s.compacted(ctx, f)
@@ -412,7 +468,7 @@ func (s *Store) openSpool(ctx context.Context) (int64, error) {
 				continue
 			}
 			if fi, err := e.Info(); err == nil {
-				f.written = fi.ModTime()
+				f.written, f.size = fi.ModTime(), fi.Size()
 			}
 			s.spool[d] = append(s.spool[d], f)
 			maxSeq = max(maxSeq, first+rows-1)
@@ -420,6 +476,43 @@ func (s *Store) openSpool(ctx context.Context) (int64, error) {
 		slices.SortFunc(s.spool[d], func(a, b *spoolFile) int { return cmp.Compare(a.first, b.first) })
 	}
 	return maxSeq, nil
+}
+
+// quarantineDir is where damaged spool files are moved, to be looked at
+// rather than read.
+func (s *Store) quarantineDir() string { return filepath.Join(s.spoolDir(), "damaged") }
+
+// quarantine moves a spool file that cannot be read aside, with an error
+// in the log naming it.
+func (s *Store) quarantine(path string, why error) error {
+	if err := os.MkdirAll(s.quarantineDir(), 0o700); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	to := filepath.Join(s.quarantineDir(), filepath.Base(filepath.Dir(path))+"-"+filepath.Base(path))
+	if err := os.Rename(path, to); err != nil {
+		return fmt.Errorf("spool: set aside %s: %w", path, err)
+	}
+	slog.Error("flow store: a spool file cannot be read; it was set aside and its flows are not queried", "file", to, "err", why)
+	return nil
+}
+
+// quarantineDamaged sets aside those of fs whose Parquet footer cannot
+// be read, and returns how many.
+func (s *Store) quarantineDamaged(fs []*spoolFile) int {
+	var bad []*spoolFile
+	for _, f := range fs {
+		if _, err := parquetRows(f.path); err != nil {
+			if s.quarantine(f.path, err) == nil {
+				bad = append(bad, f)
+			}
+		}
+	}
+	s.mu.Lock()
+	for _, f := range bad {
+		s.spool[f.day] = slices.DeleteFunc(s.spool[f.day], func(g *spoolFile) bool { return g == f })
+	}
+	s.mu.Unlock()
+	return len(bad)
 }
 
 func parquetRows(path string) (int64, error) {
@@ -434,7 +527,7 @@ func parquetRows(path string) (int64, error) {
 	}
 	pf, err := parquet.OpenFile(fh, fi.Size(), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
-		return 0, fmt.Errorf("spool: read %s (move it aside if it is damaged): %w", path, err)
+		return 0, fmt.Errorf("spool: read %s: %w", path, err)
 	}
 	return pf.NumRows(), nil
 }
@@ -452,17 +545,17 @@ func (s *Store) compacted(ctx context.Context, f *spoolFile) (bool, error) {
 	return n > 0, nil
 }
 
-// spoolBytes is the size of the spool's files.
+// spoolBytes is the size of the spool's listed files (not of retired
+// ones a running statement still holds: retention cannot free those).
 func (s *Store) spoolBytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	var n int64
-	filepath.WalkDir(s.spoolDir(), func(_ string, de fs.DirEntry, err error) error { //nolint:errcheck // a file vanishing under the walk is not an error
-		if err == nil && !de.IsDir() {
-			if fi, err := de.Info(); err == nil {
-				n += fi.Size()
-			}
+	for _, fs := range s.spool {
+		for _, f := range fs {
+			n += f.size
 		}
-		return nil
-	})
+	}
 	return n
 }
 
@@ -475,5 +568,5 @@ func (s *Store) Compact(ctx context.Context) error {
 	if err := s.compact(ctx, time.Now().Add(time.Hour)); err != nil {
 		return err
 	}
-	return s.aggregate(ctx, time.Now())
+	return s.aggregate(ctx, time.Now(), 0)
 }

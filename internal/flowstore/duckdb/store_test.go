@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,20 +89,7 @@ func assertEmpty(t *testing.T, s *Store) {
 // spoolFiles lists every file under the spool folder.
 func spoolFiles(t *testing.T, s *Store) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(s.spoolDir(), func(p string, de fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err == nil && de.Type().IsRegular() {
-			out = append(out, p)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return spoolFilesIn(t, s.spoolDir())
 }
 
 // TestSpoolCrash: a spool file whose flows a compaction had committed
@@ -413,5 +401,111 @@ func TestTopExactFallback(t *testing.T) {
 		if diff := cmp.Diff(exact, hashed); diff != "" {
 			t.Errorf("top by %v (-exact +hashed):\n%s", by, diff)
 		}
+	}
+}
+
+// TestDamagedSpoolFile: a spool file that cannot be read is set aside,
+// at open and at compaction, instead of stopping the store; the other
+// flows stay.
+func TestDamagedSpoolFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flows.duckdb")
+	s := openAt(t, path)
+	for i := range 2 {
+		if err := s.InsertFlows(t.Context(), flowstoretest.Flows(100, day0.Add(time.Duration(i)*time.Hour), time.Hour, uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := spoolFiles(t, s)
+	if len(files) != 2 {
+		t.Fatalf("spool files: %v", files)
+	}
+	// Damaged while listed: the compaction sets it aside and goes on.
+	if err := os.WriteFile(files[0], []byte("not parquet"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(t.Context()); err != nil {
+		t.Fatalf("compaction with a damaged file: %v", err)
+	}
+	if n := countFlows(t, s); n != 100 {
+		t.Errorf("%d flows after setting a damaged file aside, want 100", n)
+	}
+	// Damaged before an open: the store opens without it.
+	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(50, day0.Add(3*time.Hour), time.Hour, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var third string
+	for _, f := range spoolFilesIn(t, s.spoolDir()) {
+		if !strings.Contains(f, "damaged") {
+			third = f
+		}
+	}
+	if err := os.WriteFile(third, []byte("PAR1 torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path)
+	defer s.Close()
+	if n := countFlows(t, s); n != 100 {
+		t.Errorf("%d flows after opening with a damaged file, want 100", n)
+	}
+	if set := spoolFilesIn(t, s.quarantineDir()); len(set) != 2 {
+		t.Errorf("files set aside: %v, want 2", set)
+	}
+}
+
+// spoolFilesIn lists every file under dir (none if it does not exist).
+func spoolFilesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err == nil && de.Type().IsRegular() {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestLegacyDayTable: a day table from before the spool (no seq column)
+// gets its flows numbered at open, and new flows are numbered above them.
+func TestLegacyDayTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flows.duckdb")
+	s := openAt(t, path)
+	d := dayOf(day0.UnixMicro())
+	legacy := strings.Replace(flowTableDef, ",\n\tseq           BIGINT", "", 1)
+	if legacy == flowTableDef {
+		t.Fatal("flowTableDef has no seq column to remove")
+	}
+	if _, err := s.db.Exec("CREATE TABLE " + tableName(d) + " " + legacy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec("INSERT INTO "+tableName(d)+" ("+flowColumns+") SELECT ? + i, ? + i, '10.0.0.1', 1, 2, 4, unhex('00000000000000000000ffff0a000001'), unhex('00000000000000000000ffff0a000002'), 1, 2, 6, 0, 100, 1, 1 FROM range(3) t(i)", day0.UnixMicro(), day0.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path)
+	defer s.Close()
+	if err := s.InsertFlows(t.Context(), flowstoretest.Flows(2, day0, time.Minute, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var n, distinct, nulls int64
+	if err := s.db.QueryRow("SELECT count(*), count(DISTINCT seq), count(*) - count(seq) FROM "+tableName(d)).Scan(&n, &distinct, &nulls); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 || distinct != 5 || nulls != 0 {
+		t.Errorf("legacy day table: %d flows, %d distinct seqs, %d without one; want 5, 5, 0", n, distinct, nulls)
 	}
 }
