@@ -196,7 +196,8 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
 	fmt.Fprintf(out, `
   Yagura is running.  櫓が起動しました。
 
-  API / console      %s
+  API                %s
+  Web console        %s/console/  (Japanese / English; the certificate is Yagura's own CA)
   CA fingerprint     %s
   Administrator      user admin, password %s
   Credentials file   %s (mode 0600)
@@ -206,7 +207,7 @@ func runDev(ctx context.Context, cfg server.Config, reset bool, log *slog.Logger
   Try:  ./bin/yagura ctl computers list%s
   Stop: Ctrl-C
 
-`, creds.URL, info.CAFingerprint, creds.Password, info.CredentialsPath, a.ID(), flows, tryFlows)
+`, creds.URL, creds.URL, info.CAFingerprint, creds.Password, info.CredentialsPath, a.ID(), flows, tryFlows)
 	return g.Wait()
 }
 

@@ -249,6 +249,17 @@ func (a *API) authorize(ctx huma.Context, next func(huma.Context)) {
 	}()
 	bearer, ok := BearerToken(ctx.Header("Authorization"))
 	if !ok {
+		// The console's session cookie: the same kind of token, and for a
+		// change the session's CSRF token too (see auth/console.go).
+		if c, err := (&http.Request{Header: http.Header{"Cookie": {ctx.Header("Cookie")}}}).Cookie(auth.SessionCookie); err == nil && c.Value != "" {
+			if !auth.SafeMethod(ctx.Method()) && !auth.CheckCSRF(ctx.Header(auth.CSRFHeader), c.Value) {
+				_ = huma.WriteErr(a.api, ctx, http.StatusForbidden, "missing or wrong "+auth.CSRFHeader+" header: reload the console page")
+				return
+			}
+			bearer, ok = c.Value, true
+		}
+	}
+	if !ok {
 		ctx.SetHeader("WWW-Authenticate", `Bearer realm="yagura"`)
 		_ = huma.WriteErr(a.api, ctx, http.StatusUnauthorized,
 			"missing bearer token: sign in with `yagura ctl login`, or get one from POST /oauth/token")

@@ -40,6 +40,8 @@ type Config struct {
 type AuthConfig struct {
 	AccessTokenTTL  time.Duration `koanf:"access_token_ttl"`
 	RefreshTokenTTL time.Duration `koanf:"refresh_token_ttl"`
+	// ConsoleSessionTTL is how long a web console sign-in lasts.
+	ConsoleSessionTTL time.Duration `koanf:"console_session_ttl"`
 }
 
 // HTTPConfig configures the HTTPS listener shared by the API, the console
@@ -93,7 +95,7 @@ func DefaultConfig() Config {
 		Gateway: gateway.DefaultConfig(),
 		Fleet:   fleet.DefaultConfig(),
 		Jobs:    jobs.DefaultConfig(),
-		Auth:    AuthConfig{AccessTokenTTL: 24 * time.Hour, RefreshTokenTTL: 48 * time.Hour},
+		Auth:    AuthConfig{AccessTokenTTL: 24 * time.Hour, RefreshTokenTTL: 48 * time.Hour, ConsoleSessionTTL: 8 * time.Hour},
 		Rollout: rollout.DefaultConfig(),
 
 		Telemetry:     DefaultTelemetryConfig(),
@@ -140,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.AccessTokenTTL < time.Minute || c.Auth.RefreshTokenTTL < c.Auth.AccessTokenTTL {
 		errs = append(errs, errors.New("auth: access_token_ttl at least 1m, refresh_token_ttl at least as long"))
+	}
+	if c.Auth.ConsoleSessionTTL < time.Minute || c.Auth.ConsoleSessionTTL > 30*24*time.Hour {
+		errs = append(errs, errors.New("auth.console_session_ttl: from 1m to 720h"))
 	}
 	errs = append(errs, c.Telemetry.validate()...)
 	errs = append(errs, c.Flows.validate()...)

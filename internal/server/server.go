@@ -29,6 +29,7 @@ import (
 	"github.com/yagura/yagura/internal/alerting"
 	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/auth"
+	"github.com/yagura/yagura/internal/console"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/fleet"
 	"github.com/yagura/yagura/internal/flowmon"
@@ -222,6 +223,9 @@ func (s *Server) Run(ctx context.Context) error {
 	// Flowmon's path for the same grants, its tokens valid for a day as
 	// scripts written for Flowmon expect.
 	oa.RegisterFlowmon(mux, auth.FlowmonTokenTTL)
+	// The web console: its session endpoints and embedded pages.
+	oa.RegisterConsole(mux, s.cfg.Auth.ConsoleSessionTTL)
+	console.Register(mux)
 	gw := gateway.New(s.cfg.Gateway, ca, db, fl, js, s.log.With("component", "gateway"), reg)
 	gw.SetPolicies(ro)
 	gw.SetEvents(events)

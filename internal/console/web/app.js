@@ -1,0 +1,168 @@
+// Yagura web console. Signs in with a session cookie (HttpOnly: this
+// script never sees it) and calls the public API with the session's CSRF
+// token on every change. No inline script: the page's CSP forbids it.
+
+const state = { user: null, role: null, csrf: null, lang: "en", messages: {} };
+
+const $ = (id) => document.getElementById(id);
+
+// t looks a message up in the current catalogue and fills {name} slots.
+function t(key, vars = {}) {
+  const msg = state.messages[key] ?? key;
+  return msg.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+}
+
+async function loadLanguage(lang) {
+  const res = await fetch(`i18n/${lang}.json`, { credentials: "same-origin" });
+  if (!res.ok) throw new Error(`i18n/${lang}.json: ${res.status}`);
+  state.messages = await res.json();
+  state.lang = lang;
+  document.documentElement.lang = lang;
+  $("lang").value = lang;
+  for (const el of document.querySelectorAll("[data-i18n]")) {
+    el.textContent = t(el.dataset.i18n);
+  }
+  renderWho();
+}
+
+function preferredLanguage(user) {
+  const saved = user && localStorage.getItem(`yagura.lang.${user}`);
+  if (saved === "en" || saved === "ja") return saved;
+  return (navigator.language || "").toLowerCase().startsWith("ja") ? "ja" : "en";
+}
+
+function renderWho() {
+  if (!state.user) return;
+  $("who").textContent = t("who.signedIn", { user: state.user, role: t(`role.${state.role}`) });
+}
+
+// api calls the public API; changes carry the CSRF token.
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body) });
+  if (res.status === 401) {
+    showLogin();
+    throw new Error("signed out");
+  }
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) throw new Error((data && (data.detail || data.error)) || `${res.status}`);
+  return data;
+}
+
+function show(id) {
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== id;
+}
+
+function showLogin() {
+  state.user = state.role = state.csrf = null;
+  $("nav").hidden = $("who").hidden = $("logout").hidden = true;
+  show("login");
+  document.querySelector("#login-form input[name=username]").focus();
+}
+
+async function signedIn(session) {
+  state.user = session.user;
+  state.role = session.role;
+  state.csrf = session.csrf_token;
+  $("nav").hidden = $("who").hidden = $("logout").hidden = false;
+  await loadLanguage(preferredLanguage(state.user));
+  route();
+}
+
+function fill(dl, counts, prefix, order) {
+  dl.replaceChildren();
+  const nf = new Intl.NumberFormat(state.lang);
+  for (const key of order) {
+    const dt = document.createElement("dt");
+    dt.textContent = t(`${prefix}.${key}`);
+    const dd = document.createElement("dd");
+    dd.textContent = nf.format(counts[key] || 0);
+    dd.dataset.key = key;
+    dl.append(dt, dd);
+  }
+}
+
+async function dashboard() {
+  show("dashboard");
+  $("dashboard-error").hidden = true;
+  try {
+    const [computers, alerts] = await Promise.all([
+      api("GET", "/api/v1/computers?limit=10000"),
+      api("GET", "/api/v1/alerts?state=open&limit=10000"),
+    ]);
+    const byStatus = {};
+    for (const c of computers.items || []) byStatus[c.status] = (byStatus[c.status] || 0) + 1;
+    fill($("computers-by-status"), byStatus, "status", ["online", "warning", "offline", "pending", "deactivated"]);
+    const bySeverity = {};
+    for (const a of alerts.items || []) bySeverity[a.severity] = (bySeverity[a.severity] || 0) + 1;
+    fill($("alerts-by-severity"), bySeverity, "severity", ["critical", "error", "warning", "info"]);
+    const now = new Date();
+    $("updated").dateTime = now.toISOString();
+    $("updated").textContent = new Intl.DateTimeFormat(state.lang, { dateStyle: "medium", timeStyle: "medium" }).format(now);
+  } catch (err) {
+    if (!state.user) return;
+    $("dashboard-error").textContent = t("dashboard.failed", { reason: err.message });
+    $("dashboard-error").hidden = false;
+  }
+}
+
+function route() {
+  if (!state.user) return showLogin();
+  switch (location.hash) {
+    default:
+      return dashboard();
+  }
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = $("login-error");
+  err.hidden = true;
+  try {
+    const res = await fetch("/console/session", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-Yagura-Console": "1", "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(new FormData(form)),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      err.textContent = t("login.failed", { reason: data.error || res.status });
+      err.hidden = false;
+      return;
+    }
+    form.reset();
+    await signedIn(data);
+  } catch {
+    err.textContent = t("login.unreachable");
+    err.hidden = false;
+  }
+}
+
+async function signOut() {
+  await fetch("/console/session", { method: "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": state.csrf || "" } });
+  showLogin();
+}
+
+async function start() {
+  $("login-form").addEventListener("submit", signIn);
+  $("logout").addEventListener("click", signOut);
+  $("lang").addEventListener("change", async (ev) => {
+    if (state.user) localStorage.setItem(`yagura.lang.${state.user}`, ev.target.value);
+    await loadLanguage(ev.target.value);
+    route();
+  });
+  window.addEventListener("hashchange", route);
+  const res = await fetch("/console/session", { credentials: "same-origin" });
+  if (res.ok) {
+    await signedIn(await res.json());
+  } else {
+    await loadLanguage(preferredLanguage(null));
+    showLogin();
+  }
+}
+
+start();
