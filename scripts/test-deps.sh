@@ -10,7 +10,9 @@
 #   are tested on the real engines and daemons),
 #   softflowd, nfdump and pmacct (real flow exporters, and nfcapd, the
 #   collector Yagura's is compared with), curl and jq (the Flowmon API
-#   examples run as written)
+#   examples run as written), chromium and a Japanese font (the web console
+#   is tested in a real, headless browser, and its screenshots must show
+#   Japanese)
 set -eu
 
 need=""
@@ -39,6 +41,8 @@ command -v nfcapd >/dev/null 2>&1 || need="$need nfdump"
 command -v pmacctd >/dev/null 2>&1 || need="$need pmacct"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v jq >/dev/null 2>&1 || need="$need jq"
+[ -x /usr/bin/chromium ] || need="$need chromium"
+[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need="$need fonts-ipafont-gothic"
 
 if [ -z "$need" ]; then
 	exit 0
