@@ -28,6 +28,7 @@ func catalogue(t *testing.T, lang string) map[string]string {
 // computer's status, an alert's severity, a user's role).
 var dynamicKeys = []string{
 	"status.online", "status.warning", "status.offline", "status.pending", "status.deactivated",
+	"policy.up-to-date", "policy.out-of-date", "policy.unknown",
 	"severity.critical", "severity.error", "severity.warning", "severity.info",
 	"role.admin", "role.operator", "role.auditor",
 }

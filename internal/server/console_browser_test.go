@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/yagura/yagura/internal/api"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/server"
 	"github.com/yagura/yagura/internal/server/servertest"
@@ -70,6 +71,13 @@ func js(script string) chromedp.Action[chromedp.Void] {
 func TestConsoleInBrowser(t *testing.T) {
 	testdaemon.RequireFile(t, "chromium", chromium)
 	m := servertest.Start(t, servertest.Config(t), server.Options{})
+	// A real enrolled agent, for the computers page.
+	mm := &manager{m}
+	mm.enroll(t, mm.createToken(t, api.TokenCreate{Description: "console test", MaxUses: 1}).Token)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
 	admin, err := credentials.Load(m.CredentialsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +160,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shot("dashboard-en")
 
+	// Computers: the enrolled agent is listed.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(m.URL+"/console/#/computers"),
+		chromedp.WaitVisible(chromedp.CSS("#computers-rows tr")),
+	); err != nil {
+		t.Fatalf("computers page: %v", err)
+	}
+	if got := text("#computers-rows tr td"); got != host {
+		t.Errorf("first computer listed %q, want %q", got, host)
+	}
+	shot("computers-en")
+	if err := chromedp.Do(ctx, chromedp.Navigate(m.URL+"/console/#/dashboard"), chromedp.WaitVisible(chromedp.CSS("#computers-by-status dd[data-key=online]"))); err != nil {
+		t.Fatalf("back to the dashboard: %v", err)
+	}
+
 	// Japanese: the same page translated, numbers still there.
 	if err := chromedp.Do(ctx,
 		js(`const l = document.getElementById("lang"); l.value = "ja"; l.dispatchEvent(new Event("change"))`),
@@ -170,6 +193,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("first status in Japanese %q", got)
 	}
 	shot("dashboard-ja")
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(m.URL+"/console/#/computers"),
+		chromedp.WaitVisible(chromedp.CSS("#computers-rows tr")),
+	); err != nil {
+		t.Fatalf("computers page in Japanese: %v", err)
+	}
+	if got := text("#computers th"); got != "ホスト名" {
+		t.Errorf("computers table heading in Japanese %q", got)
+	}
+	shot("computers-ja")
 
 	// Signing out shows the sign-in page, in the language chosen.
 	if err := chromedp.Do(ctx,

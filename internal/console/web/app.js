@@ -108,9 +108,62 @@ async function dashboard() {
   }
 }
 
+// The computers page: a page of the list at a time (cursor from the API),
+// filtered by the API itself.
+const computersPage = { cursor: "", next: "" };
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  if (cls) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = text;
+    td.append(span);
+  } else {
+    td.textContent = text;
+  }
+  tr.append(td);
+}
+
+async function computers() {
+  show("computers");
+  $("computers-error").hidden = true;
+  const q = new URLSearchParams({ limit: "50", sort: "hostname" });
+  if ($("computers-q").value.trim()) q.set("q", $("computers-q").value.trim());
+  if ($("computers-status").value) q.set("status", $("computers-status").value);
+  if (computersPage.cursor) q.set("cursor", computersPage.cursor);
+  try {
+    const page = await api("GET", `/api/v1/computers?${q}`);
+    const rows = $("computers-rows");
+    rows.replaceChildren();
+    const df = new Intl.DateTimeFormat(state.lang, { dateStyle: "medium", timeStyle: "short" });
+    for (const c of page.items || []) {
+      const tr = document.createElement("tr");
+      tr.dataset.id = c.id;
+      cell(tr, c.hostname);
+      cell(tr, t(`status.${c.status}`) + (c.isolated ? ` · ${t("computers.isolated")}` : ""), `badge ${c.status}`);
+      cell(tr, t(`policy.${c.policy_status}`));
+      cell(tr, (c.ips || []).join(", "));
+      cell(tr, [c.os, c.os_version].filter(Boolean).join(" "));
+      cell(tr, c.last_seen ? df.format(new Date(c.last_seen)) : t("computers.never"));
+      rows.append(tr);
+    }
+    $("computers-none").hidden = (page.items || []).length > 0;
+    computersPage.next = page.next_cursor || "";
+    $("computers-next").disabled = !computersPage.next;
+    $("computers-first").disabled = !computersPage.cursor;
+  } catch (err) {
+    if (!state.user) return;
+    $("computers-error").textContent = t("computers.failed", { reason: err.message });
+    $("computers-error").hidden = false;
+  }
+}
+
 function route() {
   if (!state.user) return showLogin();
   switch (location.hash) {
+    case "#/computers":
+      return computers();
     default:
       return dashboard();
   }
@@ -156,6 +209,19 @@ async function start() {
     route();
   });
   window.addEventListener("hashchange", route);
+  $("computers-filter").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    computersPage.cursor = "";
+    computers();
+  });
+  $("computers-next").addEventListener("click", () => {
+    computersPage.cursor = computersPage.next;
+    computers();
+  });
+  $("computers-first").addEventListener("click", () => {
+    computersPage.cursor = "";
+    computers();
+  });
   const res = await fetch("/console/session", { credentials: "same-origin" });
   if (res.ok) {
     await signedIn(await res.json());
