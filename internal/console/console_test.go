@@ -29,6 +29,7 @@ func catalogue(t *testing.T, lang string) map[string]string {
 var dynamicKeys = []string{
 	"status.online", "status.warning", "status.offline", "status.pending", "status.deactivated",
 	"policy.up-to-date", "policy.out-of-date", "policy.unknown",
+	"alerts.ack", "alerts.clear",
 	"severity.critical", "severity.error", "severity.warning", "severity.info",
 	"role.admin", "role.operator", "role.auditor",
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,10 +16,14 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/yagura/yagura/internal/agent"
 	"github.com/yagura/yagura/internal/api"
+	"github.com/yagura/yagura/internal/auth"
+	"github.com/yagura/yagura/internal/await"
 	"github.com/yagura/yagura/internal/credentials"
 	"github.com/yagura/yagura/internal/server"
 	"github.com/yagura/yagura/internal/server/servertest"
+	"github.com/yagura/yagura/internal/settings"
 	"github.com/yagura/yagura/internal/testdaemon"
 )
 
@@ -71,9 +77,19 @@ func js(script string) chromedp.Action[chromedp.Void] {
 func TestConsoleInBrowser(t *testing.T) {
 	testdaemon.RequireFile(t, "chromium", chromium)
 	m := servertest.Start(t, servertest.Config(t), server.Options{})
-	// A real enrolled agent, for the computers page.
+	// A real agent, enrolled and running (heartbeats every second, offline
+	// after two missed), for the computers and alerts pages.
 	mm := &manager{m}
-	mm.enroll(t, mm.createToken(t, api.TokenCreate{Description: "console test", MaxUses: 1}).Token)
+	mm.settings(t, map[string]string{settings.KeyHeartbeatInterval: "1s", settings.KeyOfflineAfter: "2"})
+	dir, id := mm.enroll(t, mm.createToken(t, api.TokenCreate{Description: "console test", MaxUses: 1}).Token)
+	stopAgent := runAgent(t, agent.Config{DataDir: dir, Version: "test"})
+	await.Cond(t, 10*time.Second, "computer online", func() error {
+		if c := mm.computer(t, id.AgentID); c.Status != "online" {
+			return fmt.Errorf("status %s", c.Status)
+		}
+		return nil
+	})
+	mm.Call(t, http.MethodPost, "/api/v1/users", map[string]string{"username": "audrey", "password": "a long enough password", "role": auth.RoleAuditor}, http.StatusCreated, nil)
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +186,39 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := text("#computers-rows tr td"); got != host {
 		t.Errorf("first computer listed %q, want %q", got, host)
 	}
+	if got := text("#computers-rows tr td .badge"); got != "Online" {
+		t.Errorf("agent's status on the computers page %q", got)
+	}
 	shot("computers-en")
+
+	// The agent stops: its offline alert is acknowledged on the alerts
+	// page.
+	stopAgent()
+	await.Cond(t, 10*time.Second, "computer-offline alert", func() error {
+		if as := mm.alerts(t, "type=computer-offline&computer="+id.AgentID); len(as) != 1 {
+			return fmt.Errorf("open alerts %+v", as)
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(m.URL+"/console/#/alerts"),
+		chromedp.WaitVisible(chromedp.CSS("#alerts-rows tr button.alert-ack")),
+	); err != nil {
+		t.Fatalf("alerts page: %v", err)
+	}
+	shot("alerts-en")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#alerts-rows tr button.alert-ack")),
+		chromedp.WaitNotPresent(chromedp.CSS("#alerts-rows tr button.alert-ack")),
+	); err != nil {
+		t.Fatalf("acknowledge the alert: %v", err)
+	}
+	if as := mm.alerts(t, "type=computer-offline&computer="+id.AgentID); len(as) != 1 || as[0].AckedBy != admin.User || as[0].AckedAt == nil {
+		t.Errorf("alert after acknowledging it in the console: %+v", as)
+	}
+	if got := text("#alerts-rows tr td:nth-child(6)"); !strings.Contains(got, admin.User) {
+		t.Errorf("acknowledged column %q", got)
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(m.URL+"/console/#/dashboard"), chromedp.WaitVisible(chromedp.CSS("#computers-by-status dd[data-key=online]"))); err != nil {
 		t.Fatalf("back to the dashboard: %v", err)
 	}
@@ -215,6 +263,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("sign-in title after sign-out %q", got)
 	}
 	shot("login-ja")
+
+	// An auditor sees the alert but no control to change it.
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "audrey"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "a long enough password"),
+		chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS("#logout")),
+		chromedp.Navigate(m.URL+"/console/#/alerts"),
+		chromedp.WaitVisible(chromedp.CSS("#alerts-rows tr")),
+	); err != nil {
+		t.Fatalf("auditor's alerts page: %v", err)
+	}
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#alerts button").length - document.querySelectorAll("#alerts-filter button").length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("the auditor's alerts page shows %d controls to change alerts", n)
+	}
+	shot("alerts-auditor-en")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login-form"))); err != nil {
+		t.Fatalf("auditor signs out: %v", err)
+	}
 	// And the session is gone for the server too.
 	if err := chromedp.Do(ctx, chromedp.Navigate(m.URL+"/console/"), chromedp.WaitVisible(chromedp.CSS("#login-form"))); err != nil {
 		t.Fatalf("reload after sign-out: %v", err)

@@ -159,11 +159,69 @@ async function computers() {
   }
 }
 
+// canChange reports whether the user's role may change things: an
+// auditor's console shows no controls that the API would refuse.
+const canChange = () => state.role === "admin" || state.role === "operator";
+
+async function alerts() {
+  show("alerts");
+  $("alerts-error").hidden = true;
+  try {
+    const page = await api("GET", `/api/v1/alerts?state=${encodeURIComponent($("alerts-state").value)}&limit=500`);
+    const rows = $("alerts-rows");
+    rows.replaceChildren();
+    const df = new Intl.DateTimeFormat(state.lang, { dateStyle: "medium", timeStyle: "short" });
+    for (const a of page.items || []) {
+      const tr = document.createElement("tr");
+      tr.dataset.id = a.id;
+      cell(tr, t(`severity.${a.severity}`), `badge ${a.severity}`);
+      cell(tr, a.type);
+      cell(tr, a.computer_id || "");
+      cell(tr, a.message);
+      cell(tr, df.format(new Date(a.raised_at)));
+      cell(tr, a.acked_at ? t("alerts.ackedBy", { who: a.acked_by, when: df.format(new Date(a.acked_at)) }) : "");
+      const td = document.createElement("td");
+      if (canChange() && a.open) {
+        if (!a.acked_at) td.append(alertButton(a, "ack"));
+        td.append(alertButton(a, "clear"));
+      }
+      tr.append(td);
+      rows.append(tr);
+    }
+    $("alerts-none").hidden = (page.items || []).length > 0;
+  } catch (err) {
+    if (!state.user) return;
+    $("alerts-error").textContent = t("alerts.failed", { reason: err.message });
+    $("alerts-error").hidden = false;
+  }
+}
+
+function alertButton(a, action) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = `alert-${action}`;
+  b.textContent = t(`alerts.${action}`);
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    try {
+      await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`);
+      await alerts();
+    } catch (err) {
+      $("alerts-error").textContent = t("alerts.actionFailed", { reason: err.message });
+      $("alerts-error").hidden = false;
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
 function route() {
   if (!state.user) return showLogin();
   switch (location.hash) {
     case "#/computers":
       return computers();
+    case "#/alerts":
+      return alerts();
     default:
       return dashboard();
   }
@@ -213,6 +271,10 @@ async function start() {
     ev.preventDefault();
     computersPage.cursor = "";
     computers();
+  });
+  $("alerts-filter").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    alerts();
   });
   $("computers-next").addEventListener("click", () => {
     computersPage.cursor = computersPage.next;
