@@ -3,7 +3,6 @@ package ctl
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -182,21 +181,6 @@ Tables show sizes and counts rounded (1.2 GiB, 3.4 M); -o json gives exact numbe
 	return cmd
 }
 
-// csvTo copies a CSV export to w.
-func (g *globals) csvTo(cmd *cobra.Command, path string, q url.Values) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	resp, err := c.Stream(cmd.Context(), path, q)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, err = io.Copy(cmd.OutOrStdout(), resp.Body)
-	return err
-}
-
 func flowsTopCmd(g *globals) *cobra.Command {
 	var s flowSearch
 	var by []string
@@ -223,7 +207,7 @@ proto, exporter, inif, outif, ipver) and shows the --limit largest by --order
 			q.Set("order", order)
 			q.Set("limit", strconv.Itoa(limit))
 			if asCSV {
-				return g.csvTo(cmd, "/api/v1/flows/top/export", q)
+				return g.export(cmd, "flows", "/api/v1/flows/top/export", q, "csv", "", false)
 			}
 			var t api.FlowTop
 			if err := g.do(cmd, http.MethodGet, "/api/v1/flows/top", q, nil, &t); err != nil {
@@ -306,7 +290,7 @@ value and rate. traffic counts bytes and shows bits per second.`,
 				q.Set("proto", strconv.Itoa(n))
 			}
 			if asCSV {
-				return g.csvTo(cmd, "/api/v1/flows/series/export", q)
+				return g.export(cmd, "flows", "/api/v1/flows/series/export", q, "csv", "", false)
 			}
 			var sr api.FlowSeries
 			if err := g.do(cmd, http.MethodGet, "/api/v1/flows/series", q, nil, &sr); err != nil {
