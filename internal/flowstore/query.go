@@ -69,6 +69,17 @@ func (q SeriesQuery) Buckets() (start time.Time, n int) {
 	return time.UnixMicro(lo).UTC(), int((hi - lo) / iv)
 }
 
+// Points returns the series' intervals (see Buckets), each with its time
+// and a zero value for a store to fill.
+func (q SeriesQuery) Points() (start time.Time, out []Point) {
+	start, n := q.Buckets()
+	out = make([]Point, n)
+	for i := range out {
+		out[i].Time = start.Add(time.Duration(i) * q.Interval)
+	}
+	return start, out
+}
+
 func floorDiv(a, b int64) int64 {
 	q := a / b
 	if a%b != 0 && (a < 0) != (b < 0) {

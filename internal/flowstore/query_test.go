@@ -30,6 +30,15 @@ func TestSeriesBuckets(t *testing.T) {
 			if !start.Equal(tc.start) || n != tc.n {
 				t.Errorf("Buckets() = %s, %d; want %s, %d", start, n, tc.start, tc.n)
 			}
+			pstart, ps := q.Points()
+			if !pstart.Equal(tc.start) || len(ps) != tc.n {
+				t.Errorf("Points() = %s, %d points; want %s, %d", pstart, len(ps), tc.start, tc.n)
+			}
+			for i, p := range ps {
+				if want := tc.start.Add(time.Duration(i) * tc.interval); !p.Time.Equal(want) || p.Value != 0 {
+					t.Errorf("point %d: %+v, want %s and 0", i, p, want)
+				}
+			}
 		})
 	}
 }

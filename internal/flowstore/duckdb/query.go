@@ -97,11 +97,8 @@ func (s *Store) Series(ctx context.Context, q flowstore.SeriesQuery) ([]flowstor
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("duckdb flow store: %w", err)
 	}
-	start, n := q.Buckets()
-	out := make([]flowstore.Point, n)
-	for i := range out {
-		out[i].Time = start.Add(time.Duration(i) * q.Interval)
-	}
+	start, out := q.Points()
+	n := len(out)
 	if n == 0 {
 		return out, nil
 	}
