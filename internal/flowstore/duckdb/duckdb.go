@@ -72,6 +72,7 @@ type Store struct {
 	view       sync.RWMutex
 	compacting sync.Mutex
 	nextSeq    atomic.Int64
+	rowsPool   sync.Pool // *[]spoolRow (spool.go)
 
 	stopCompact context.CancelFunc
 	compactDone chan struct{}

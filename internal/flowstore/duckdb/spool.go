@@ -109,7 +109,18 @@ func (s *Store) dayDir(d int64) string {
 // renames them into place with publish.
 func (s *Store) writeSpool(b *batch, first int64) ([]*spoolFile, error) {
 	var out []*spoolFile
-	rows := make([]spoolRow, 0, len(b.flows))
+	// The rows are reused from batch to batch: at 1M flows/s a new slice
+	// per batch is 100 MB/s of garbage holding strings, which the GC scans.
+	rp, _ := s.rowsPool.Get().(*[]spoolRow)
+	if rp == nil {
+		rp = new([]spoolRow)
+	}
+	rows := (*rp)[:0]
+	defer func() {
+		clear(rows) // drop the exporter strings
+		*rp = rows[:0]
+		s.rowsPool.Put(rp)
+	}()
 	for _, d := range b.days {
 		rows = rows[:0]
 		seq0 := first
