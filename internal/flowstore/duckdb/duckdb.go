@@ -61,8 +61,6 @@ type Store struct {
 	// create serialises CREATE TABLE: two transactions creating the same
 	// table conflict in DuckDB's catalog.
 	create sync.Mutex
-	// commit serialises COMMITs (see tx).
-	commit sync.Mutex
 
 	// spool lists the spool files of each day (guarded by mu); view is
 	// held shared while a statement lists them and starts, exclusively
